@@ -1,0 +1,119 @@
+/* mfmodal-engine: runs Metaflow tasks in Modal sandboxes. */
+#include "config.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "log.h"
+
+static void
+usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: mfmodal-engine [OPTION]... COMMAND [ARG]...\n"
+		"Run Metaflow tasks in Modal sandboxes over Modal's gRPC API.\n"
+		"\n"
+		"Commands:\n"
+		"  ping                 make one ClientHello call and report whether\n"
+		"                       the server accepts the credentials\n"
+		"\n"
+		"Options:\n"
+		"  --ca-file FILE       trust the CA certificates in FILE (PEM) instead of\n"
+		"                       the system store; also MFMODAL_CA_FILE\n"
+		"  --log-level LEVEL    error, warn, info or debug (default: info);\n"
+		"                       also MFMODAL_LOG_LEVEL\n"
+		"  --timeout SECONDS    deadline of each call attempt, in seconds\n"
+		"                       (ping: 10)\n"
+		"  -h, --help           show this help and exit\n"
+		"  -V, --version        show the version and exit\n"
+		"\n"
+		"Environment: MODAL_TOKEN_ID, MODAL_TOKEN_SECRET, MODAL_PROFILE,\n"
+		"MODAL_CONFIG_PATH (default ~/.modal.toml), MODAL_SERVER_URL (default\n"
+		"https://api.modal.com), MODAL_ENVIRONMENT, MODAL_MAX_THROTTLE_WAIT\n"
+		"(seconds), MFMODAL_CLIENT_TYPE and MFMODAL_CLIENT_VERSION.\n"
+		"\n"
+		"Exit status: 0 on success, 1 when the command failed, 2 for invalid\n"
+		"usage or configuration.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"ca-file", required_argument, NULL, 'c'},
+		{"log-level", required_argument, NULL, 'l'},
+		{"timeout", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	struct cli_globals globals = {0};
+	const char *level_name = getenv("MFMODAL_LOG_LEVEL");
+	enum log_level level;
+	int opt, rc;
+
+	signal(SIGPIPE, SIG_IGN);
+	while ((opt = getopt_long(argc, argv, "+hV", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			globals.ca_file = optarg;
+			break;
+		case 'l':
+			level_name = optarg;
+			break;
+		case 't': {
+			char *end;
+
+			globals.timeout = strtod(optarg, &end);
+			if (*end != '\0' || !(globals.timeout > 0)) {
+				fprintf(stderr,
+					"mfmodal-engine: invalid --timeout '%s': "
+					"expected a positive number of seconds\n",
+					optarg);
+				return CLI_EXIT_USAGE;
+			}
+			break;
+		}
+		case 'h':
+			usage(stdout);
+			return CLI_EXIT_OK;
+		case 'V':
+			printf("mfmodal-engine %s\n", PACKAGE_VERSION);
+			return CLI_EXIT_OK;
+		default:
+			usage(stderr);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (level_name != NULL && *level_name != '\0') {
+		if (log_parse_level(level_name, &level) != 0) {
+			fprintf(stderr,
+				"mfmodal-engine: invalid log level '%s': expected "
+				"error, warn, info or debug\n",
+				level_name);
+			return CLI_EXIT_USAGE;
+		}
+		log_set_level(level);
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+
+	const char *command = argv[optind];
+	if (strcmp(command, "ping") == 0) {
+		rc = cli_ping(&globals, argc - optind, argv + optind);
+	} else {
+		fprintf(stderr,
+			"mfmodal-engine: unknown command '%s'; see "
+			"'mfmodal-engine --help'\n",
+			command);
+		rc = CLI_EXIT_USAGE;
+	}
+	log_free_secrets();
+	return rc;
+}
