@@ -342,9 +342,9 @@ attempt_status(struct grpc_call *call, enum h2_close_reason reason,
 	}
 	if (call->http_status != 200 && call->http_status != 0) {
 		set_status(st, grpc_code_from_http_status(call->http_status),
-			   "HTTP status %d from %s without grpc-status: not a "
-			   "gRPC response (a proxy or load balancer may have "
-			   "answered)",
+			   "HTTP status %d from %s without grpc-status: the "
+			   "response is not gRPC, perhaps from a proxy or load "
+			   "balancer",
 			   call->http_status, call->client->url.authority);
 		return;
 	}
@@ -459,6 +459,10 @@ on_data(void *arg, const uint8_t *data, size_t len)
 {
 	struct grpc_call *call = arg;
 
+	/* The body of a response that is not gRPC (an HTML error page from a
+	 * proxy) is not parsed; the HTTP status decides the outcome. */
+	if (call->http_status != 200 || !call->content_type_ok)
+		return;
 	while (!call->cancelled && !call->have_local_error) {
 		uint8_t *msg;
 		size_t msg_len;
@@ -709,6 +713,8 @@ call_start_attempt(struct grpc_call *call)
 	call->attempt = call->retries + call->throttles + call->resubmits;
 	call->client->stats.attempts++;
 
+	if (call->stream.body != NULL)
+		evbuffer_free(call->stream.body); /* the previous attempt's */
 	h2stream_init(&call->stream, &call_stream_ops, call);
 	call->stream.body = evbuffer_new();
 	if (call->stream.body == NULL) {

@@ -68,9 +68,9 @@ enum grpc_frame_result grpc_frame_reader_feed(struct grpc_frame_reader *r,
 int grpc_frame_reader_partial(const struct grpc_frame_reader *r);
 void grpc_frame_reader_free(struct grpc_frame_reader *r);
 
-/* Encode a timeout for the grpc-timeout header: at most 8 digits and the
- * coarsest unit that keeps them, rounded up, capped at 99999999S.  out needs
- * 10 bytes.  Returns -1 when seconds is not positive (already expired). */
+/* Encode a timeout for the grpc-timeout header in the finest unit whose value
+ * fits the spec's 8 digits, rounded up, capped at 99999999S.  out needs 10
+ * bytes.  Returns -1 when seconds is not positive (already expired). */
 int grpc_timeout_encode(double seconds, char out[10]);
 
 /* Decode the grpc-message percent-encoding into out (outlen >= len + 1).
