@@ -9,7 +9,8 @@
 /* Options that every command takes, set before the command name. */
 struct cli_globals {
 	const char *ca_file;
-	double timeout; /* seconds; 0 for the command's default */
+	double timeout;   /* seconds; 0 for the command's default */
+	double keepalive; /* seconds between PINGs; 0 for the default */
 };
 
 int cli_ping(const struct cli_globals *globals, int argc, char **argv);

@@ -72,8 +72,12 @@ cli_ping(const struct cli_globals *globals, int argc, char **argv)
 		fprintf(stderr, "mfmodal-engine: cannot set up the event loop\n");
 		goto out;
 	}
-	client = modal_client_new(base, dns, &cfg, globals->ca_file, err,
-				  sizeof(err));
+	struct modal_client_options copts = {
+		.ca_file = globals->ca_file,
+		.keepalive = globals->keepalive,
+	};
+
+	client = modal_client_new(base, dns, &cfg, &copts, err, sizeof(err));
 	if (client == NULL) {
 		fprintf(stderr, "mfmodal-engine: %s\n", err);
 		ps.exit_status = CLI_EXIT_USAGE;

@@ -16,9 +16,6 @@
 #include "log.h"
 #include "tls.h"
 
-/* Until the server's first SETTINGS frame arrives, assume the limit that RFC
- * 9113 section 6.5.2 recommends as a minimum (100). */
-#define H2_ASSUMED_MAX_STREAMS 100
 /* Windows big enough that a 100 MiB message is never held up by flow control
  * at the speed of a long-distance link. */
 #define H2_STREAM_WINDOW (16 * 1024 * 1024)
@@ -27,7 +24,7 @@
 #define H2_OUTPUT_HIGH_WATER (1024 * 1024)
 
 enum conn_state {
-	CONN_CONNECTING, /* DNS, TCP and TLS set-up */
+	CONN_CONNECTING, /* DNS, TCP, TLS and the server's first SETTINGS */
 	CONN_READY,      /* HTTP/2 session open and taking new streams */
 	CONN_DRAINING,   /* GOAWAY received: finishing the streams it has */
 	CONN_CLOSED,     /* failed or finished; freed on the next loop turn */
@@ -52,7 +49,6 @@ struct h2conn {
 	nghttp2_session *session;
 	TAILQ_HEAD(, h2slot) slots;
 	unsigned nslots;
-	int settings_received;
 	int ping_outstanding;
 	struct event *ping_timer;
 	struct event *ping_ack_timer;
@@ -113,11 +109,12 @@ to_timeval(double seconds)
 	return tv;
 }
 
+/* A connection takes streams only once the server's first SETTINGS frame
+ * (which RFC 9113 section 3.4 makes the first thing it sends) has told the
+ * limit, so a burst on a new connection never goes over it. */
 static unsigned
 conn_stream_limit(const struct h2conn *c)
 {
-	if (!c->settings_received)
-		return H2_ASSUMED_MAX_STREAMS;
 	return nghttp2_session_get_remote_settings(
 		c->session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 }
@@ -240,7 +237,8 @@ conn_free(struct h2conn *c)
 static void
 conn_check_idle(struct h2conn *c)
 {
-	if (c->state == CONN_CLOSED || c->session == NULL)
+	if (c->state == CONN_CLOSED || c->state == CONN_CONNECTING ||
+	    c->session == NULL)
 		return;
 	if ((c->state == CONN_DRAINING && c->nslots == 0) ||
 	    (!nghttp2_session_want_read(c->session) &&
@@ -372,7 +370,10 @@ frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame,
 		break;
 	case NGHTTP2_SETTINGS:
 		if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
-			c->settings_received = 1;
+			if (c->state == CONN_CONNECTING) {
+				c->state = CONN_READY;
+				event_del(c->connect_timer);
+			}
 			log_debug(c->prefix, "server allows %u concurrent streams",
 				  conn_stream_limit(c));
 			channel_schedule_dispatch(c->ch);
@@ -380,6 +381,7 @@ frame_recv_cb(nghttp2_session *session, const nghttp2_frame *frame,
 		break;
 	case NGHTTP2_PING:
 		if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
+			c->ch->stats.pings_acked++;
 			c->ping_outstanding = 0;
 			event_del(c->ping_ack_timer);
 		}
@@ -477,6 +479,7 @@ ping_timer_cb(evutil_socket_t fd, short what, void *arg)
 	if (nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL) != 0)
 		return;
 	c->ping_outstanding = 1;
+	c->ch->stats.pings_sent++;
 	event_add(c->ping_ack_timer, &ack);
 	conn_flush(c);
 }
@@ -496,7 +499,9 @@ connect_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct h2conn *c = arg;
 
 	if (c->state == CONN_CONNECTING)
-		conn_fail(c, 0, "connecting to %s timed out after %.0f s",
+		conn_fail(c, 0,
+			  "connecting to %s timed out after %.0f s (no TCP "
+			  "connection, TLS handshake or HTTP/2 SETTINGS)",
 			  c->ch->url.authority, c->ch->opts.connect_timeout);
 }
 
@@ -567,7 +572,6 @@ conn_on_connected(struct h2conn *c)
 	evutil_socket_t fd = bufferevent_getfd(c->bev);
 	int one = 1;
 
-	event_del(c->connect_timer);
 	if (fd >= 0)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (c->ch->url.tls) {
@@ -585,11 +589,9 @@ conn_on_connected(struct h2conn *c)
 		conn_fail(c, 0, "cannot start an HTTP/2 session");
 		return;
 	}
-	c->state = CONN_READY;
 	log_debug(c->prefix, "connected to %s (%s)", c->ch->url.authority,
 		  c->ch->url.tls ? "TLS, h2" : "h2c");
 	event_add(c->ping_timer, &tv);
-	channel_schedule_dispatch(c->ch);
 	conn_flush(c);
 }
 

@@ -107,6 +107,8 @@ struct h2channel_stats {
 	unsigned goaways_received;
 	unsigned streams_refused;
 	unsigned max_active_streams; /* the most streams ever open on one connection */
+	unsigned pings_sent;
+	unsigned pings_acked;
 	unsigned queued;
 };
 void h2channel_get_stats(const struct h2channel *ch, struct h2channel_stats *st);

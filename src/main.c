@@ -24,6 +24,8 @@ usage(FILE *out)
 		"Options:\n"
 		"  --ca-file FILE       trust the CA certificates in FILE (PEM) instead of\n"
 		"                       the system store; also MFMODAL_CA_FILE\n"
+		"  --keepalive SECONDS  interval of HTTP/2 PINGs while calls are open,\n"
+		"                       in seconds (default: 60)\n"
 		"  --log-level LEVEL    error, warn, info or debug (default: info);\n"
 		"                       also MFMODAL_LOG_LEVEL\n"
 		"  --timeout SECONDS    deadline of each call attempt, in seconds\n"
@@ -40,11 +42,28 @@ usage(FILE *out)
 		"usage or configuration.\n");
 }
 
+static int
+parse_seconds(const char *option, const char *text, double *seconds)
+{
+	char *end;
+
+	*seconds = strtod(text, &end);
+	if (end == text || *end != '\0' || !(*seconds > 0)) {
+		fprintf(stderr,
+			"mfmodal-engine: invalid %s '%s': expected a positive "
+			"number of seconds\n",
+			option, text);
+		return -1;
+	}
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
 	static const struct option options[] = {
 		{"ca-file", required_argument, NULL, 'c'},
+		{"keepalive", required_argument, NULL, 'k'},
 		{"log-level", required_argument, NULL, 'l'},
 		{"timeout", required_argument, NULL, 't'},
 		{"help", no_argument, NULL, 'h'},
@@ -65,19 +84,14 @@ main(int argc, char **argv)
 		case 'l':
 			level_name = optarg;
 			break;
-		case 't': {
-			char *end;
-
-			globals.timeout = strtod(optarg, &end);
-			if (*end != '\0' || !(globals.timeout > 0)) {
-				fprintf(stderr,
-					"mfmodal-engine: invalid --timeout '%s': "
-					"expected a positive number of seconds\n",
-					optarg);
+		case 't':
+			if (parse_seconds("--timeout", optarg, &globals.timeout) != 0)
 				return CLI_EXIT_USAGE;
-			}
 			break;
-		}
+		case 'k':
+			if (parse_seconds("--keepalive", optarg, &globals.keepalive) != 0)
+				return CLI_EXIT_USAGE;
+			break;
 		case 'h':
 			usage(stdout);
 			return CLI_EXIT_OK;

@@ -8,8 +8,9 @@
 
 struct grpc_client *
 modal_client_new(struct event_base *base, struct evdns_base *dns,
-		 const struct modal_config *cfg, const char *ca_file,
-		 char *err, size_t errlen)
+		 const struct modal_config *cfg,
+		 const struct modal_client_options *opts, char *err,
+		 size_t errlen)
 {
 	struct grpc_client_config gc;
 	const char *throttle = getenv("MODAL_MAX_THROTTLE_WAIT");
@@ -20,7 +21,11 @@ modal_client_new(struct event_base *base, struct evdns_base *dns,
 	gc.token_secret = cfg->token_secret;
 	gc.client_type = cfg->client_type;
 	gc.client_version = cfg->client_version;
-	gc.ca_file = tls_ca_file(ca_file);
+	gc.ca_file = tls_ca_file(opts->ca_file);
+	if (opts->keepalive > 0)
+		gc.h2.ping_interval = opts->keepalive;
+	if (opts->max_connections > 0)
+		gc.h2.max_connections = opts->max_connections;
 	if (throttle != NULL && *throttle != '\0')
 		gc.retry.max_throttle_wait = atof(throttle);
 	return grpc_client_new(base, dns, &gc, err, errlen);

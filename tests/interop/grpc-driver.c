@@ -1,7 +1,8 @@
 /* grpc-driver: makes chosen Modal API calls through the engine's gRPC client
  * and prints one result line per call, for the interop tests.
  *
- *   grpc-driver [--ca-file F] [--timeout S] [--repeat N] [--parallel P] CMD
+ *   grpc-driver [--ca-file F] [--timeout S] [--repeat N] [--parallel P]
+ *               [--no-retry] [--keepalive S] [--max-connections N] CMD
  *     hello                        ClientHello
  *     app NAME [create]            AppGetOrCreate
  *     secret KEY SIZE              SecretGetOrCreate with one SIZE-byte value
@@ -11,7 +12,7 @@
  *   OK <method> <field>=<value>...
  *   ERROR <method> <STATUS_NAME> <message>
  *   stats calls=N attempts=N retries=N throttled=N resubmitted=N
- *         connections=N goaways=N max_streams=N
+ *         connections=N goaways=N max_streams=N pings_sent=N pings_acked=N
  * Exit status 0 when every call succeeded, 1 otherwise, 2 for bad usage. */
 #include "config.h"
 
@@ -238,12 +239,14 @@ main(int argc, char **argv)
 		{"repeat", required_argument, NULL, 'r'},
 		{"parallel", required_argument, NULL, 'p'},
 		{"no-retry", no_argument, NULL, 'n'},
+		{"keepalive", required_argument, NULL, 'k'},
+		{"max-connections", required_argument, NULL, 'm'},
 		{NULL, 0, NULL, 0},
 	};
 	struct driver d = {0};
 	struct modal_config cfg;
 	struct evdns_base *dns;
-	const char *ca_file = NULL;
+	struct modal_client_options copts = {0};
 	unsigned repeat = 1;
 	char err[1024];
 	int opt;
@@ -257,11 +260,13 @@ main(int argc, char **argv)
 	}
 	while ((opt = getopt_long(argc, argv, "+", options, NULL)) != -1) {
 		switch (opt) {
-		case 'c': ca_file = optarg; break;
+		case 'c': copts.ca_file = optarg; break;
 		case 't': d.opts.timeout = atof(optarg); break;
 		case 'r': repeat = (unsigned)atoi(optarg); break;
 		case 'p': parallel_limit = (unsigned)atoi(optarg); break;
 		case 'n': d.opts.no_retry = 1; break;
+		case 'k': copts.keepalive = atof(optarg); break;
+		case 'm': copts.max_connections = (unsigned)atoi(optarg); break;
 		default: return 2;
 		}
 	}
@@ -280,7 +285,7 @@ main(int argc, char **argv)
 	d.base = event_base_new();
 	dns = evdns_base_new(d.base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
 					     EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-	d.client = modal_client_new(d.base, dns, &cfg, ca_file, err, sizeof(err));
+	d.client = modal_client_new(d.base, dns, &cfg, &copts, err, sizeof(err));
 	if (d.client == NULL) {
 		fprintf(stderr, "grpc-driver: %s\n", err);
 		return 2;
@@ -295,9 +300,11 @@ main(int argc, char **argv)
 	grpc_client_get_stats(d.client, &gs);
 	h2channel_get_stats(grpc_client_channel(d.client), &hs);
 	printf("stats calls=%u attempts=%u retries=%u throttled=%u "
-	       "resubmitted=%u connections=%u goaways=%u max_streams=%u\n",
+	       "resubmitted=%u connections=%u goaways=%u max_streams=%u "
+	       "pings_sent=%u pings_acked=%u\n",
 	       gs.calls, gs.attempts, gs.retries, gs.throttled, gs.resubmitted,
-	       hs.connections_opened, hs.goaways_received, hs.max_active_streams);
+	       hs.connections_opened, hs.goaways_received, hs.max_active_streams,
+	       hs.pings_sent, hs.pings_acked);
 	grpc_client_free(d.client);
 	evdns_base_free(dns, 0);
 	event_base_free(d.base);

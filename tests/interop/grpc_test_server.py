@@ -6,7 +6,7 @@ scenario (see the handlers).  It prints its URL on the first line of stdout
 and appends one JSON line per request to the file given by --record.
 
     python grpc_test_server.py [--tls-cert F --tls-key F] [--token-secret S]
-        [--goaway-after N] [--alpn PROTOCOL] [--record FILE]
+        [--goaway-after N] [--alpn PROTOCOL] [--max-streams N] [--record FILE]
 """
 
 import argparse
@@ -21,6 +21,9 @@ from grpclib.encoding.base import StatusDetailsCodecBase
 from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+import grpclib.protocol
 from hyperframe.frame import GoAwayFrame
 from google.protobuf import any_pb2
 from modal_proto import api_grpc, api_pb2
@@ -116,6 +119,11 @@ class TestServicer(_Base):
             raise GRPCError(Status.INTERNAL, "failed after the message")
         if name == "slow":
             await asyncio.sleep(5)
+        if name == "pause":
+            await asyncio.sleep(1)
+        if name == "reset":
+            await stream._stream.reset(ErrorCodes.INTERNAL_ERROR)
+            return
         if name == "bad-gateway":
             await stream._stream.send_headers(
                 [(":status", "502"), ("content-type", "text/html")]
@@ -189,6 +197,21 @@ def record_requests(server, path, token_secret):
     listen(server, RecvRequest, on_request)
 
 
+def limit_concurrent_streams(limit):
+    """Make every new connection announce SETTINGS_MAX_CONCURRENT_STREAMS=limit.
+
+    grpclib offers no setting for it, so the H2Connection class it creates
+    is replaced by one that sends the limit with its first SETTINGS."""
+    base = grpclib.protocol.H2Connection
+
+    class LimitedH2Connection(base):
+        def initiate_connection(self):
+            super().initiate_connection()
+            self.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: limit})
+
+    grpclib.protocol.H2Connection = LimitedH2Connection
+
+
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tls-cert")
@@ -196,9 +219,13 @@ async def main():
     parser.add_argument("--token-secret", default="")
     parser.add_argument("--goaway-after", type=int, default=0)
     parser.add_argument("--alpn", default="h2", help="ALPN protocol offered with TLS")
+    parser.add_argument("--max-streams", type=int, default=0,
+                        help="SETTINGS_MAX_CONCURRENT_STREAMS to announce")
     parser.add_argument("--record", default="/dev/null")
     args = parser.parse_args()
 
+    if args.max_streams:
+        limit_concurrent_streams(args.max_streams)
     server = Server([TestServicer(args)], status_details_codec=ModalStatusDetailsCodec())
     record_requests(server, args.record, args.token_secret)
     context = None

@@ -203,6 +203,47 @@ def test_goaway_moves_calls_to_new_connection(start_server):
     assert 20 <= len(keys) <= 20 + counts["resubmitted"]
 
 
+def test_stream_limit_opens_connections(start_server):
+    server = start_server("--max-streams", "3")
+    result = driver(server.url, "--repeat", "9", "--parallel", "9", "app", "pause", "create")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("OK AppGetOrCreate app_id=ap-pause") == 9
+    counts = stats(result)
+    assert counts["max_streams"] == 3
+    assert counts["connections"] == 3
+
+
+def test_stream_limit_queues_calls(start_server):
+    server = start_server("--max-streams", "3")
+    result = driver(server.url, "--max-connections", "1", "--repeat", "7",
+                    "--parallel", "7", "app", "pause", "create")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("OK AppGetOrCreate app_id=ap-pause") == 7
+    counts = stats(result)
+    assert (counts["max_streams"], counts["connections"]) == (3, 1)
+
+
+def test_rst_stream_maps_to_status(server):
+    result = driver(server.url, "--no-retry", "app", "reset")
+    assert result.returncode == 1
+    assert "ERROR app INTERNAL stream 1 reset: INTERNAL_ERROR" in result.stdout
+
+
+def test_keepalive_pings_while_calls_open(server):
+    result = driver(server.url, "--keepalive", "0.2", "app", "pause", "create")
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = stats(result)
+    assert counts["pings_acked"] >= 2
+    # the last PING may still be unanswered when the call ends
+    assert counts["pings_sent"] - counts["pings_acked"] in (0, 1)
+
+
+def test_no_keepalive_without_open_calls(server):
+    result = driver(server.url, "--keepalive", "0.2", "hello")
+    assert result.returncode == 0
+    assert stats(result)["pings_sent"] == 0
+
+
 def test_connection_cut_mid_stream(server):
     result = driver(server.url, "logs", "cut", "1")
     assert result.returncode == 1
