@@ -5,6 +5,8 @@
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAILURE 1
 #define CLI_EXIT_USAGE 2
+#define CLI_EXIT_SIGINT 130
+#define CLI_EXIT_SIGTERM 143
 
 /* Options that every command takes, set before the command name. */
 struct cli_globals {
@@ -14,5 +16,6 @@ struct cli_globals {
 };
 
 int cli_ping(const struct cli_globals *globals, int argc, char **argv);
+int cli_run(const struct cli_globals *globals, int argc, char **argv);
 
 #endif

@@ -18,6 +18,8 @@ usage(FILE *out)
 		"Run Metaflow tasks in Modal sandboxes over Modal's gRPC API.\n"
 		"\n"
 		"Commands:\n"
+		"  run --job FILE       run one task attempt in a sandbox; FILE is a\n"
+		"                       job description (JSON), '-' for standard input\n"
 		"  ping                 make one ClientHello call and report whether\n"
 		"                       the server accepts the credentials\n"
 		"\n"
@@ -121,6 +123,8 @@ main(int argc, char **argv)
 	const char *command = argv[optind];
 	if (strcmp(command, "ping") == 0) {
 		rc = cli_ping(&globals, argc - optind, argv + optind);
+	} else if (strcmp(command, "run") == 0) {
+		rc = cli_run(&globals, argc - optind, argv + optind);
 	} else {
 		fprintf(stderr,
 			"mfmodal-engine: unknown command '%s'; see "

@@ -1,0 +1,137 @@
+#ifndef MFMODAL_JOB_INTERNAL_H
+#define MFMODAL_JOB_INTERNAL_H
+
+/* The job's private state, shared by job.c (lifecycle), job_resolve.c
+ * (RESOLVE), job_sandbox.c (CREATE to DRAINING, CANCELLING) and job_sync.c
+ * (PACKAGE, SYNC). */
+
+#include <sys/queue.h>
+
+#include "job.h"
+#include "modal_api.pb-c.h"
+
+/* One RPC in flight for a job; freed after its handler returns. */
+struct job_rpc;
+typedef void (*job_rpc_handler)(struct job_rpc *rpc,
+				const struct grpc_status *st,
+				ProtobufCMessage *response);
+typedef void (*job_rpc_message_handler)(struct job_rpc *rpc,
+					ProtobufCMessage *message);
+struct job_rpc {
+	struct job *job;
+	struct grpc_call *call;
+	job_rpc_handler handler;
+	job_rpc_message_handler message_handler; /* server streams */
+	size_t index; /* which secret, for example */
+	int keep_on_cancel; /* SandboxCreate: its reply is needed to terminate */
+	TAILQ_ENTRY(job_rpc) link;
+};
+
+/* One of the two log streams (SandboxGetLogs for fd 1 or 2). */
+struct job_logstream {
+	struct job *job;
+	int fd;
+	char cursor[128];         /* last entry id seen; "" before the first */
+	int eof;
+	unsigned errors;          /* consecutive failed calls */
+	unsigned reconnects;
+	struct grpc_call *call;
+	struct event *reconnect_timer;
+};
+
+struct job {
+	struct job_env env;
+	struct jobspec spec;
+	char prefix[96];
+	enum job_state state;
+	double state_since;
+	double time_in[JOB_STATE_COUNT];
+	job_done_cb done;
+	void *done_arg;
+	struct event *finish_ev;  /* runs done() from a clean stack */
+	struct event *deadline_timer;
+	struct event *state_timer; /* the bound of the current wait */
+	TAILQ_HEAD(, job_rpc) rpcs;
+
+	/* RESOLVE */
+	char *app_id;
+	char *builder_version;
+	char **secret_ids;        /* named secrets in order, then the env dict */
+	size_t nsecret_ids;
+	char *image_id;
+	char image_cursor[128];
+	unsigned image_join_attempts;
+	unsigned pending;         /* resolve calls not yet answered */
+
+	/* CREATE to DRAINING */
+	char sandbox_name[65];
+	char *sandbox_id;
+	struct job_logstream logs[3]; /* indexed by fd */
+	struct logsink *sink;
+	int have_result;
+	int result_status;        /* GenericResult.GenericStatus */
+	int result_exitcode;
+	char *result_exception;
+	unsigned waits;
+	double running_since;
+
+	/* CANCELLING */
+	int cancelled;
+	int skip_flush;
+	int terminate_sent;
+	int terminated;           /* terminate acknowledged */
+	double terminate_started;
+	unsigned terminate_attempts;
+	struct event *terminate_timer;
+
+	/* the outcome */
+	int failed;
+	int exit_status;
+	char reason[1024];
+
+	/* SYNC */
+	unsigned long uploaded_lines[3];
+	int uploads_in_flight;
+	struct event *upload_timer;
+	double next_upload_interval;
+	int sync_pending;
+};
+
+void job_set_state(struct job *job, enum job_state state);
+
+/* End the job without a task result: log reason, terminate a live sandbox,
+ * store the logs, then FAILED with exit_status. */
+void job_fail(struct job *job, int exit_status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Start a unary call tracked by the job (cancelled with it). */
+struct job_rpc *job_rpc_unary(struct job *job, const char *method,
+			      const ProtobufCMessage *request,
+			      const ProtobufCMessageDescriptor *response_type,
+			      double timeout, job_rpc_handler handler,
+			      size_t index);
+/* Start a server-streaming call tracked by the job; handler gets the final
+ * status with a NULL response. */
+struct job_rpc *job_rpc_stream(struct job *job, const char *method,
+			       const ProtobufCMessage *request,
+			       const ProtobufCMessageDescriptor *message_type,
+			       double timeout,
+			       job_rpc_message_handler message_handler,
+			       job_rpc_handler handler, size_t index);
+void job_cancel_rpcs(struct job *job, int keep_create);
+void job_arm_state_timer(struct job *job, double seconds);
+
+/* States' entry points. */
+void job_resolve_start(struct job *job);
+void job_create_start(struct job *job);
+void job_running_start(struct job *job);
+void job_draining_start(struct job *job);
+void job_logs_stop(struct job *job);
+void job_terminate_start(struct job *job);
+void job_package_start(struct job *job);
+void job_sync_start(struct job *job);
+/* Upload the logs now if they changed; cb-less and idempotent. */
+void job_logs_upload(struct job *job, int final);
+int job_needs_storage(const struct job *job);
+
+#endif
