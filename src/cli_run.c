@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/dns.h>
@@ -127,6 +128,7 @@ cli_run(const struct cli_globals *globals, int argc, char **argv)
 		goto out;
 	}
 
+	const char *poll = getenv("MFMODAL_LOG_POLL");
 	struct job_env env = {
 		.base = rs.base,
 		.client = client,
@@ -136,6 +138,7 @@ cli_run(const struct cli_globals *globals, int argc, char **argv)
 		.drain_grace = 10.0,
 		/* Metaflow's runtime sends SIGKILL 5 s after SIGINT. */
 		.terminate_bound = 4.0,
+		.log_poll = poll != NULL && atof(poll) > 0 ? atof(poll) : 55.0,
 	};
 	rs.job = job_new(&env, &spec, run_done, &rs);
 	if (rs.job == NULL) {

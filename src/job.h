@@ -50,6 +50,7 @@ struct job_env {
 	int batch;                  /* prefix relayed lines with the job id */
 	double drain_grace;         /* seconds to wait for log EOF after exit */
 	double terminate_bound;     /* seconds to keep retrying SandboxTerminate */
+	double log_poll;            /* seconds one SandboxGetLogs call long-polls */
 };
 
 /* Create a job for spec, which it takes over (the caller must not free it). */

@@ -10,11 +10,11 @@
 #include "util.h"
 
 /* SandboxWait long-polls for 10 s as Modal's clients do; the call's deadline
- * adds a margin.  SandboxGetLogs polls for 55 s. */
+ * adds a margin.  SandboxGetLogs polls for job_env.log_poll seconds (55 by
+ * default, as Modal's clients do), with a deadline a fifth longer plus 2 s,
+ * so a stream that stalls beyond its own timeout is reopened. */
 #define WAIT_POLL 10.0
 #define WAIT_TIMEOUT 20.0
-#define LOGS_POLL 55.0
-#define LOGS_TIMEOUT 65.0
 #define CREATE_TIMEOUT 60.0
 /* After the sandbox's own timeout, how long the engine keeps waiting for
  * the server to report it before giving up. */
@@ -379,7 +379,7 @@ logs_open(struct job_logstream *ls)
 	Modal__Client__SandboxGetLogsRequest req =
 		MODAL__CLIENT__SANDBOX_GET_LOGS_REQUEST__INIT;
 	struct grpc_call_options opts = {
-		.timeout = LOGS_TIMEOUT,
+		.timeout = job->env.log_poll * 1.2 + 2.0,
 		.log_prefix = job->prefix,
 	};
 
@@ -387,7 +387,7 @@ logs_open(struct job_logstream *ls)
 		return;
 	req.sandbox_id = job->sandbox_id;
 	req.file_descriptor = ls->fd;
-	req.timeout = LOGS_POLL;
+	req.timeout = (float)job->env.log_poll;
 	req.last_entry_id = ls->cursor;
 	ls->call = grpc_call_server_stream(job->env.client, "SandboxGetLogs",
 					   &req.base,
