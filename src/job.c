@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "create_gate.h"
 #include "job_internal.h"
 #include "log.h"
 #include "util.h"
@@ -113,6 +114,8 @@ job_free(struct job *job)
 		return;
 	job_cancel_rpcs(job, 0);
 	job_logs_stop(job);
+	if (job->create_ticket != NULL)
+		create_gate_leave(job->create_ticket);
 	for (int fd = 1; fd <= 2; fd++)
 		if (job->logs[fd].reconnect_timer != NULL)
 			event_free(job->logs[fd].reconnect_timer);
@@ -222,10 +225,14 @@ job_wind_down(struct job *job)
 		job_set_state(job, JOB_CANCELLING);
 		return;
 	}
-	if (job->state == JOB_CREATE && job->cancelled) {
+	if (job->state == JOB_CREATE && job->create_in_flight) {
 		/* The create reply decides: a sandbox is terminated, else done. */
 		job_set_state(job, JOB_CANCELLING);
 		return;
+	}
+	if (job->create_ticket != NULL) {
+		create_gate_leave(job->create_ticket);
+		job->create_ticket = NULL;
 	}
 	if (job->sandbox_id != NULL && !job->skip_flush)
 		job_set_state(job, JOB_SYNC);

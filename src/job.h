@@ -36,6 +36,7 @@ const char *job_state_name(enum job_state state);
 
 struct job;
 struct s3client;
+struct create_gate;
 
 /* Called once when the job reaches DONE or FAILED. */
 typedef void (*job_done_cb)(struct job *job, void *arg);
@@ -44,6 +45,7 @@ struct job_env {
 	struct event_base *base;
 	struct grpc_client *client;
 	struct s3client *s3;        /* NULL when no job needs the datastore */
+	struct create_gate *gate;   /* paces SandboxCreate; may be NULL */
 	const char *environment;    /* Modal environment name, "" for default */
 	FILE *relay_out;            /* where task stdout lines go */
 	FILE *relay_err;

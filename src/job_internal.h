@@ -64,6 +64,9 @@ struct job {
 	unsigned pending;         /* resolve calls not yet answered */
 
 	/* CREATE to DRAINING */
+	struct create_ticket *create_ticket; /* waiting for the create gate */
+	int create_in_flight;
+	double create_first_try;
 	char sandbox_name[65];
 	char *sandbox_id;
 	struct job_logstream logs[3]; /* indexed by fd */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "create_gate.h"
 #include "job_internal.h"
 #include "log.h"
 #include "util.h"
@@ -16,6 +17,9 @@
 #define WAIT_POLL 10.0
 #define WAIT_TIMEOUT 20.0
 #define CREATE_TIMEOUT 60.0
+/* How long RESOURCE_EXHAUSTED may hold back one create before the job
+ * fails: the server's rate limit, not a quota, is what this waits out. */
+#define CREATE_THROTTLE_MAX 1800.0
 /* After the sandbox's own timeout, how long the engine keeps waiting for
  * the server to report it before giving up. */
 #define RUNNING_MARGIN 300.0
@@ -90,12 +94,25 @@ attach_by_name(struct job *job)
 		rpc->keep_on_cancel = 1;
 }
 
+static void create_enter_gate(struct job *job);
+
 static void
 on_create(struct job_rpc *rpc, const struct grpc_status *st,
 	  ProtobufCMessage *m)
 {
 	struct job *job = rpc->job;
 
+	job->create_in_flight = 0;
+	if (st->code == GRPC_RESOURCE_EXHAUSTED && job->env.gate != NULL &&
+	    !job->cancelled &&
+	    util_now() - job->create_first_try < CREATE_THROTTLE_MAX) {
+		/* Refused, so nothing was created: try again, slower. */
+		create_gate_throttled(job->env.gate);
+		create_enter_gate(job);
+		return;
+	}
+	if (st->code == GRPC_OK && job->env.gate != NULL)
+		create_gate_success(job->env.gate);
 	if (st->code == GRPC_ALREADY_EXISTS) {
 		attach_by_name(job);
 		return;
@@ -137,9 +154,10 @@ add_tag(Modal__Client__SandboxTag *tags, Modal__Client__SandboxTag **ptrs,
 	(*n)++;
 }
 
-void
-job_create_start(struct job *job)
+static void
+create_send(void *arg)
 {
+	struct job *job = arg;
 	Modal__Client__SandboxCreateRequest req =
 		MODAL__CLIENT__SANDBOX_CREATE_REQUEST__INIT;
 	Modal__Client__Sandbox def = MODAL__CLIENT__SANDBOX__INIT;
@@ -191,6 +209,7 @@ job_create_start(struct job *job)
 	req.tags = tag_ptrs;
 	req.n_tags = ntags;
 
+	job->create_ticket = NULL;
 	rpc = job_rpc_unary(job, "SandboxCreate", &req.base,
 			    &modal__client__sandbox_create_response__descriptor,
 			    CREATE_TIMEOUT, on_create, 0);
@@ -199,6 +218,26 @@ job_create_start(struct job *job)
 		return;
 	}
 	rpc->keep_on_cancel = 1;
+	job->create_in_flight = 1;
+}
+
+static void
+create_enter_gate(struct job *job)
+{
+	if (job->env.gate == NULL) {
+		create_send(job);
+		return;
+	}
+	job->create_ticket = create_gate_enter(job->env.gate, create_send, job);
+	if (job->create_ticket == NULL)
+		job_fail(job, JOB_EXIT_FAILURE, "out of memory");
+}
+
+void
+job_create_start(struct job *job)
+{
+	job->create_first_try = util_now();
+	create_enter_gate(job);
 }
 
 /* RUNNING: the wait loop. */

@@ -15,6 +15,8 @@ usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: mfmodal-engine [OPTION]... COMMAND [ARG]...\n"
+		"   or: mfmodal-engine --jobs FILE [--max-parallel N] [--results FILE]\n"
+		"                      [--fail-fast] [OPTION]...\n"
 		"Run Metaflow tasks in Modal sandboxes over Modal's gRPC API.\n"
 		"\n"
 		"Commands:\n"
@@ -22,6 +24,17 @@ usage(FILE *out)
 		"                       job description (JSON), '-' for standard input\n"
 		"  ping                 make one ClientHello call and report whether\n"
 		"                       the server accepts the credentials\n"
+		"  s3 put|get|head|ls|rm|uploads ...\n"
+		"                       move files to and from S3 with the engine's\n"
+		"                       S3 client; see 'mfmodal-engine s3 --help'\n"
+		"\n"
+		"Batch mode (--jobs): run every job of FILE, a JSON list of job\n"
+		"descriptions (or {\"jobs\": [...]}), in one process:\n"
+		"  --jobs FILE          the jobs to run; '-' for standard input\n"
+		"  --max-parallel N     jobs in flight at once (default: 64)\n"
+		"  --results FILE       one JSON line per finished job (default:\n"
+		"                       standard output)\n"
+		"  --fail-fast          cancel every other job after the first failure\n"
 		"\n"
 		"Options:\n"
 		"  --ca-file FILE       trust the CA certificates in FILE (PEM) instead of\n"
@@ -40,8 +53,10 @@ usage(FILE *out)
 		"https://api.modal.com), MODAL_ENVIRONMENT, MODAL_MAX_THROTTLE_WAIT\n"
 		"(seconds), MFMODAL_CLIENT_TYPE and MFMODAL_CLIENT_VERSION.\n"
 		"\n"
-		"Exit status: 0 on success, 1 when the command failed, 2 for invalid\n"
-		"usage or configuration.\n");
+		"Exit status: run exits with the task's own status, or 1 without a\n"
+		"task result, 2 for an invalid job or usage, 124 for a timeout, 137\n"
+		"when the platform terminated the sandbox, 130 or 143 after SIGINT\n"
+		"or SIGTERM.  Batch mode exits 0 when every job exited 0, else 1.\n");
 }
 
 static int
@@ -66,6 +81,10 @@ main(int argc, char **argv)
 	static const struct option options[] = {
 		{"ca-file", required_argument, NULL, 'c'},
 		{"keepalive", required_argument, NULL, 'k'},
+		{"jobs", required_argument, NULL, 'J'},
+		{"results", required_argument, NULL, 'R'},
+		{"max-parallel", required_argument, NULL, 'P'},
+		{"fail-fast", no_argument, NULL, 'F'},
 		{"log-level", required_argument, NULL, 'l'},
 		{"timeout", required_argument, NULL, 't'},
 		{"help", no_argument, NULL, 'h'},
@@ -94,6 +113,30 @@ main(int argc, char **argv)
 			if (parse_seconds("--keepalive", optarg, &globals.keepalive) != 0)
 				return CLI_EXIT_USAGE;
 			break;
+		case 'J':
+			globals.jobs_file = optarg;
+			break;
+		case 'R':
+			globals.results_file = optarg;
+			break;
+		case 'P': {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+
+			if (*end != '\0' || n < 1 || n > 100000) {
+				fprintf(stderr,
+					"mfmodal-engine: invalid --max-parallel "
+					"'%s': expected a whole number from 1 to "
+					"100000\n",
+					optarg);
+				return CLI_EXIT_USAGE;
+			}
+			globals.max_parallel = (unsigned)n;
+			break;
+		}
+		case 'F':
+			globals.fail_fast = 1;
+			break;
 		case 'h':
 			usage(stdout);
 			return CLI_EXIT_OK;
@@ -115,6 +158,23 @@ main(int argc, char **argv)
 		}
 		log_set_level(level);
 	}
+	if (globals.jobs_file != NULL) {
+		if (optind < argc) {
+			fprintf(stderr, "mfmodal-engine: --jobs takes no command; "
+					"remove '%s'\n",
+				argv[optind]);
+			return CLI_EXIT_USAGE;
+		}
+		rc = cli_batch(&globals);
+		log_free_secrets();
+		return rc;
+	}
+	if (globals.results_file != NULL || globals.max_parallel > 0 ||
+	    globals.fail_fast) {
+		fprintf(stderr, "mfmodal-engine: --results, --max-parallel and "
+				"--fail-fast need --jobs FILE\n");
+		return CLI_EXIT_USAGE;
+	}
 	if (optind >= argc) {
 		usage(stderr);
 		return CLI_EXIT_USAGE;
@@ -123,6 +183,8 @@ main(int argc, char **argv)
 	const char *command = argv[optind];
 	if (strcmp(command, "ping") == 0) {
 		rc = cli_ping(&globals, argc - optind, argv + optind);
+	} else if (strcmp(command, "s3") == 0) {
+		rc = cli_s3(&globals, argc - optind, argv + optind);
 	} else if (strcmp(command, "run") == 0) {
 		rc = cli_run(&globals, argc - optind, argv + optind);
 	} else {
