@@ -9,6 +9,8 @@
 #include "jobspec.h"
 #include "modal.h"
 #include "modal_config.h"
+#include "aws_config.h"
+#include "s3.h"
 
 /* Exit statuses shared by the commands. */
 #define CLI_EXIT_OK 0
@@ -35,9 +37,16 @@ struct cli_engine {
 	struct event_base *base;
 	struct evdns_base *dns;
 	struct grpc_client *client;
+	struct aws_config aws;
+	struct s3_client *s3; /* NULL unless a job needs the datastore */
 };
 int cli_engine_open(struct cli_engine *eng, const struct cli_globals *globals);
 void cli_engine_close(struct cli_engine *eng);
+/* Set up the S3 client for jobs that use the datastore.  Prints its errors
+ * and returns an exit status like cli_engine_open(). */
+int cli_engine_open_s3(struct cli_engine *eng, const struct cli_globals *globals);
+/* Whether spec moves anything through the datastore. */
+int cli_spec_needs_s3(const struct jobspec *spec);
 /* Fill env with the defaults of the run and batch commands. */
 void cli_job_env(struct job_env *env, const struct cli_engine *eng);
 void cli_print_job_errors(const char *file, const struct jobspec_errors *errs);

@@ -250,8 +250,16 @@ cli_batch(const struct cli_globals *globals)
 		}
 	}
 	status = cli_engine_open(&eng, globals);
-	if (status != CLI_EXIT_OK)
+	for (size_t i = 0; status == CLI_EXIT_OK && i < n; i++) {
+		if (cli_spec_needs_s3(&specs[i])) {
+			status = cli_engine_open_s3(&eng, globals);
+			break;
+		}
+	}
+	if (status != CLI_EXIT_OK) {
+		cli_engine_close(&eng);
 		goto out_specs;
+	}
 
 	cli_job_env(&b.env, &eng);
 	b.env.batch = 1;

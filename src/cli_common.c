@@ -42,9 +42,44 @@ cli_engine_open(struct cli_engine *eng, const struct cli_globals *globals)
 	return CLI_EXIT_OK;
 }
 
+int
+cli_spec_needs_s3(const struct jobspec *spec)
+{
+	return spec->package_url != NULL || spec->logs_url != NULL ||
+	       spec->metadata_url != NULL;
+}
+
+int
+cli_engine_open_s3(struct cli_engine *eng, const struct cli_globals *globals)
+{
+	struct s3_client_options opts;
+	char err[1024];
+
+	if (aws_config_load(&eng->aws, err, sizeof(err)) != 0) {
+		fprintf(stderr, "mfmodal-engine: the job uses an S3 datastore: %s\n",
+			err);
+		return CLI_EXIT_USAGE;
+	}
+	s3_client_options_default(&opts);
+	opts.ca_file = globals->ca_file;
+	if (s3_client_options_from_env(&opts, err, sizeof(err)) != 0) {
+		fprintf(stderr, "mfmodal-engine: %s\n", err);
+		return CLI_EXIT_USAGE;
+	}
+	eng->s3 = s3_client_new(eng->base, eng->dns, &eng->aws, &opts, err,
+				sizeof(err));
+	if (eng->s3 == NULL) {
+		fprintf(stderr, "mfmodal-engine: %s\n", err);
+		return CLI_EXIT_USAGE;
+	}
+	return CLI_EXIT_OK;
+}
+
 void
 cli_engine_close(struct cli_engine *eng)
 {
+	s3_client_free(eng->s3);
+	aws_config_free(&eng->aws);
 	grpc_client_free(eng->client);
 	if (eng->dns != NULL)
 		evdns_base_free(eng->dns, 0);
@@ -62,6 +97,7 @@ cli_job_env(struct job_env *env, const struct cli_engine *eng)
 	memset(env, 0, sizeof(*env));
 	env->base = eng->base;
 	env->client = eng->client;
+	env->s3 = eng->s3;
 	env->environment = eng->cfg.environment;
 	env->relay_out = stdout;
 	env->relay_err = stderr;

@@ -89,6 +89,8 @@ cli_run(const struct cli_globals *globals, int argc, char **argv)
 	if (load_job(file, &spec) != 0)
 		return CLI_EXIT_USAGE;
 	status = cli_engine_open(&eng, globals);
+	if (status == CLI_EXIT_OK && cli_spec_needs_s3(&spec))
+		status = cli_engine_open_s3(&eng, globals);
 	if (status != CLI_EXIT_OK) {
 		jobspec_free(&spec);
 		cli_engine_close(&eng);

@@ -127,8 +127,7 @@ job_free(struct job *job)
 		event_free(job->state_timer);
 	if (job->terminate_timer != NULL)
 		event_free(job->terminate_timer);
-	if (job->upload_timer != NULL)
-		event_free(job->upload_timer);
+	job_storage_release(job);
 	logsink_free(job->sink);
 	free(job->app_id);
 	free(job->builder_version);

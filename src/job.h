@@ -35,7 +35,7 @@ const char *job_state_name(enum job_state state);
 #define JOB_EXIT_SIGTERM 143
 
 struct job;
-struct s3client;
+struct s3_client;
 struct create_gate;
 
 /* Called once when the job reaches DONE or FAILED. */
@@ -44,7 +44,7 @@ typedef void (*job_done_cb)(struct job *job, void *arg);
 struct job_env {
 	struct event_base *base;
 	struct grpc_client *client;
-	struct s3client *s3;        /* NULL when no job needs the datastore */
+	struct s3_client *s3;       /* NULL when no job needs the datastore */
 	struct create_gate *gate;   /* paces SandboxCreate; may be NULL */
 	const char *environment;    /* Modal environment name, "" for default */
 	FILE *relay_out;            /* where task stdout lines go */

@@ -92,12 +92,20 @@ struct job {
 	int exit_status;
 	char reason[1024];
 
-	/* SYNC */
-	unsigned long uploaded_lines[3];
-	int uploads_in_flight;
+	/* PACKAGE and SYNC: transfers with the datastore */
+	struct s3_op *package_op;
+	struct s3_upload *package_upload;
+	unsigned long uploaded_lines[3]; /* lines stored in the last upload */
+	struct s3_upload *log_upload[3];  /* one upload per stream at a time */
+	unsigned long log_upload_lines[3];
+	char log_tmp[3][256];
 	struct event *upload_timer;
-	double next_upload_interval;
-	int sync_pending;
+	double upload_interval;
+	int final_uploads;    /* SYNC waits for the last uploads */
+	struct s3_op *metadata_op;
+	char metadata_tmp[256];
+	char *metadata_key;
+	int metadata_step;    /* 0 pointer file, 1 content-addressed blob */
 };
 
 void job_set_state(struct job *job, enum job_state state);
@@ -133,8 +141,10 @@ void job_logs_stop(struct job *job);
 void job_terminate_start(struct job *job);
 void job_package_start(struct job *job);
 void job_sync_start(struct job *job);
-/* Upload the logs now if they changed; cb-less and idempotent. */
-void job_logs_upload(struct job *job, int final);
+/* Start the periodic log uploads (RUNNING). */
+void job_logs_upload_start(struct job *job);
+/* Stop uploads and remove temporary files (job_free). */
+void job_storage_release(struct job *job);
 int job_needs_storage(const struct job *job);
 
 #endif

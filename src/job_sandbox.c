@@ -455,6 +455,7 @@ void
 job_running_start(struct job *job)
 {
 	job->running_since = util_now();
+	job_logs_upload_start(job);
 	logs_open(&job->logs[1]);
 	logs_open(&job->logs[2]);
 	wait_once(job);

@@ -249,6 +249,29 @@ write_file(const char *root, const char *rel, const uint8_t *data, size_t len,
 	return close(fd);
 }
 
+/* Create target and its missing parents, as "mkdir -p" does. */
+static int
+mkdir_parents_of_target(const char *target, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	int n = snprintf(path, sizeof(path), "%s/", target);
+
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		snprintf(err, errlen, "path too long: %s", target);
+		return -1;
+	}
+	for (char *p = path + 1; (p = strchr(p, '/')) != NULL; p++) {
+		*p = '\0';
+		if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+			snprintf(err, errlen, "cannot create %s: %s", path,
+				 strerror(errno));
+			return -1;
+		}
+		*p = '/';
+	}
+	return 0;
+}
+
 /* Read "path" and "linkpath" records of a pax extended header. */
 static void
 pax_records(const uint8_t *p, size_t len, char *path, char *linkpath)
@@ -281,10 +304,8 @@ tarx_extract(const uint8_t *tar, size_t len, const char *target,
 	size_t off = 0, prefix_len = strip_prefix ? strlen(strip_prefix) : 0;
 	long files = 0;
 
-	if (mkdir(target, 0755) != 0 && errno != EEXIST) {
-		snprintf(err, errlen, "cannot create %s: %s", target, strerror(errno));
+	if (mkdir_parents_of_target(target, err, errlen) != 0)
 		return -1;
-	}
 	while (off + TAR_BLOCK <= len) {
 		const uint8_t *h = tar + off;
 		char name[PATH_MAX], linkname[PATH_MAX];
