@@ -1,7 +1,6 @@
 /* gRPC calls on the HTTP/2 channel (see grpc.h). */
 #include "config.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,8 +109,10 @@ grpc_retry_policy_default(struct grpc_retry_policy *p)
 double
 grpc_retry_delay(const struct grpc_retry_policy *p, unsigned retry)
 {
-	double d = p->base_delay * pow(p->factor, retry > 0 ? retry - 1 : 0);
+	double d = p->base_delay;
 
+	for (unsigned i = 1; i < retry && d < p->max_delay; i++)
+		d *= p->factor;
 	return d < p->max_delay ? d : p->max_delay;
 }
 

@@ -1,6 +1,5 @@
 #include "config.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,7 +147,15 @@ grpc_timeout_encode(double seconds, char out[10])
 	double ns = seconds * 1e9;
 
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		double value = ceil(ns / units[i].ns);
+		double exact = ns / units[i].ns;
+
+		if (exact > max_value)
+			continue;
+		/* rounded up, without libm: the truncation plus one if short */
+		double value = (double)(unsigned long long)exact;
+
+		if (value < exact)
+			value += 1.0;
 
 		if (value <= max_value) {
 			snprintf(out, 10, "%.0f%c", value, units[i].unit);
