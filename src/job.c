@@ -267,8 +267,17 @@ job_cancel(struct job *job, int exit_status, int skip_flush)
 {
 	if (job->state == JOB_DONE || job->state == JOB_FAILED)
 		return;
-	if (skip_flush)
+	if (skip_flush) {
 		job->skip_flush = 1;
+		if (job->state == JOB_SYNC) {
+			/* stop storing the logs; the sandbox is over already */
+			job->failed = 1;
+			job->exit_status = exit_status;
+			job_storage_release(job);
+			job_set_state(job, JOB_FAILED);
+			return;
+		}
+	}
 	if (job->cancelled)
 		return; /* a second signal only skips the flush */
 	job->cancelled = 1;
