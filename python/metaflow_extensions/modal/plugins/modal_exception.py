@@ -1,0 +1,5 @@
+from metaflow.exception import MetaflowException
+
+
+class ModalException(MetaflowException):
+    headline = "Modal error"

@@ -1,0 +1,5 @@
+import sys
+
+from mfmodal.local.cli import main
+
+sys.exit(main())
