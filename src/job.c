@@ -299,6 +299,23 @@ job_cancel(struct job *job, int exit_status, int skip_flush)
 	job_wind_down(job);
 }
 
+int
+job_exit_for_status(int code)
+{
+	switch (code) {
+	case GRPC_INVALID_ARGUMENT:
+	case GRPC_NOT_FOUND:
+	case GRPC_PERMISSION_DENIED:
+	case GRPC_FAILED_PRECONDITION:
+	case GRPC_OUT_OF_RANGE:
+	case GRPC_UNIMPLEMENTED:
+	case GRPC_UNAUTHENTICATED:
+		return JOB_EXIT_NO_RETRY;
+	default:
+		return JOB_EXIT_FAILURE;
+	}
+}
+
 /* RPC tracking. */
 
 static void

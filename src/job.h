@@ -30,6 +30,10 @@ const char *job_state_name(enum job_state state);
 #define JOB_EXIT_FAILURE 1     /* no task result: resolve, create or RPC error */
 #define JOB_EXIT_INVALID 2     /* unusable job description */
 #define JOB_EXIT_TIMEOUT 124   /* Modal TIMEOUT, or the job's deadline */
+/* A rejection that cannot succeed on a retry (an invalid GPU type, a missing
+ * secret, rejected credentials, a failed image build): Metaflow's runtime
+ * does not retry an attempt that exits with 202. */
+#define JOB_EXIT_NO_RETRY 202
 #define JOB_EXIT_SIGINT 130
 #define JOB_EXIT_TERMINATED 137 /* terminated by the platform */
 #define JOB_EXIT_SIGTERM 143
@@ -37,6 +41,10 @@ const char *job_state_name(enum job_state state);
 struct job;
 struct s3_client;
 struct create_gate;
+
+/* JOB_EXIT_NO_RETRY for a status that no retry can change, else
+ * JOB_EXIT_FAILURE. */
+int job_exit_for_status(int grpc_code);
 
 /* Called once when the job reaches DONE or FAILED. */
 typedef void (*job_done_cb)(struct job *job, void *arg);

@@ -49,7 +49,7 @@ resolve_failed(struct job *job, const char *what,
 {
 	if (st->code == GRPC_OK)
 		return 0;
-	job_fail(job, JOB_EXIT_FAILURE, "%s failed: %s: %s%s%s", what,
+	job_fail(job, job_exit_for_status(st->code), "%s failed: %s: %s%s%s", what,
 		 grpc_code_name(st->code), st->message, hint != NULL ? "; " : "",
 		 hint != NULL ? hint : "");
 	return 1;
@@ -155,7 +155,7 @@ image_result(struct job *job, const Modal__Client__GenericResult *result)
 
 	if (result->status == MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_SUCCESS)
 		return 1;
-	job_fail(job, JOB_EXIT_FAILURE, "image build for %s (%s) failed: %s",
+	job_fail(job, JOB_EXIT_NO_RETRY, "image build for %s (%s) failed: %s",
 		 image_description(job, desc, sizeof(desc)),
 		 job->image_id != NULL ? job->image_id : "no id",
 		 result->exception != NULL && *result->exception

@@ -122,7 +122,8 @@ on_create(struct job_rpc *rpc, const struct grpc_status *st,
 			job_set_state(job, JOB_FAILED);
 			return;
 		}
-		job_fail(job, JOB_EXIT_FAILURE, "SandboxCreate failed: %s: %s%s",
+		job_fail(job, job_exit_for_status(st->code),
+			 "SandboxCreate failed: %s: %s%s",
 			 grpc_code_name(st->code), st->message,
 			 st->code == GRPC_INVALID_ARGUMENT && job->spec.has_gpu
 				 ? " (check the GPU type and count)"

@@ -55,7 +55,8 @@ usage(FILE *out)
 		"\n"
 		"Exit status: run exits with the task's own status, or 1 without a\n"
 		"task result, 2 for an invalid job or usage, 124 for a timeout, 137\n"
-		"when the platform terminated the sandbox, 130 or 143 after SIGINT\n"
+		"when the platform terminated the sandbox, 202 when the server\n"
+		"rejected the request and no retry can help, 130 or 143 after SIGINT\n"
 		"or SIGTERM.  Batch mode exits 0 when every job exited 0, else 1.\n");
 }
 

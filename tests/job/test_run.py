@@ -152,7 +152,7 @@ def test_result_before_last_log_batches(emulator, run_job):
 
 def test_missing_secret_fails_before_create(emulator, run_job):
     run = run_job(job("true", secrets=["hf-token"]))
-    assert run.finish() == 1
+    assert run.finish() == 202  # no retry can make the secret appear
     assert "Modal secret 'hf-token' failed: NOT_FOUND" in run.stderr
     assert "modal secret create hf-token" in run.stderr
     assert "SandboxCreate" not in emulator.state()["calls"]
@@ -161,7 +161,7 @@ def test_missing_secret_fails_before_create(emulator, run_job):
 def test_image_build_failure(emulator, run_job):
     emulator.add_fault("image_fail:match=broken,lines=2,message=pip install failed")
     run = run_job(job("true", image={"registry": "example/broken:1"}))
-    assert run.finish() == 1
+    assert run.finish() == 202
     assert "image build for registry image example/broken:1" in run.stderr
     assert "pip install failed" in run.stderr
     assert "image build:" in run.stderr  # build log lines are relayed
@@ -174,6 +174,21 @@ def test_image_build_in_progress_is_joined(emulator, run_job):
     assert run.finish() == 0, run.stderr
     assert "is building; waiting for it" in run.stderr
     assert emulator.state()["calls"]["ImageJoinStreaming"]["OK"] >= 1
+
+
+def test_gpu_type_rejected_by_server(emulator, run_job):
+    run = run_job(job("true", gpu="A100-70GB"))
+    assert run.finish() == 202
+    assert "SandboxCreate failed: INVALID_ARGUMENT" in run.stderr
+    assert "A100-70GB" in run.stderr
+    assert emulator.state()["sandboxes"] == {}
+
+
+def test_transient_create_failure_is_retryable(emulator, run_job):
+    emulator.add_fault("error:method=SandboxCreate,status=UNAVAILABLE,calls=1-4")
+    run = run_job(job("true"))
+    assert run.finish() == 1
+    assert "SandboxCreate failed: UNAVAILABLE" in run.stderr
 
 
 def test_invalid_gpu_rejected_locally(emulator, run_job):
@@ -208,7 +223,7 @@ def test_rejected_credentials(tmp_path):
         job_file.write_text('{"id": "j", "command": "true", "image": {"registry": "x"}}')
         result = run_program([built_program("mfmodal-engine"), "run", "--job", job_file],
                              engine_env(emu.url))
-        assert result.returncode == 1
+        assert result.returncode == 202
         assert "UNAUTHENTICATED" in result.stderr
         assert "check MODAL_TOKEN_ID and MODAL_TOKEN_SECRET" in result.stderr
         assert emu.state()["sandboxes"] == {}
