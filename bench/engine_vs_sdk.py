@@ -29,17 +29,25 @@ IMAGE = {"registry": "python:3.11-slim"}
 def measure(argv, env, stdin=None):
     """Run argv; return (wall seconds, CPU seconds, peak RSS MiB, exit status).
 
-    GNU time starts the program and reports its usage: the rusage of a child
-    forked straight from this Python process would count this process's
-    memory in the child's peak RSS, from before the exec."""
+    GNU time starts the program and reports its peak RSS: the rusage of a
+    child forked straight from this Python process would count this
+    process's memory in the child's peak RSS, from before the exec.  The CPU
+    time includes GNU time's own, under a millisecond."""
     with tempfile.NamedTemporaryFile("r") as report:
         start = time.monotonic()
-        proc = subprocess.run(["/usr/bin/time", "-q", "-o", report.name, "-f", "%U %S %M"] + argv,
-                              env=env, input=stdin.encode() if stdin else None,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(["/usr/bin/time", "-q", "-o", report.name, "-f", "%M"] + argv,
+                                env=env, stdin=subprocess.PIPE if stdin else None,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if stdin:
+            proc.stdin.write(stdin.encode())
+            proc.stdin.close()
+        # wait4() counts GNU time and the program it waited for, to the
+        # microsecond; GNU time's own %U and %S have 10 ms steps.
+        _, status, usage = os.wait4(proc.pid, 0)
         wall = time.monotonic() - start
-        user, system, rss_kib = report.read().split()[-3:]
-    return wall, float(user) + float(system), int(rss_kib) / 1024, proc.returncode
+        rss_kib = report.read().split()[-1]
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, int(rss_kib) / 1024, os.waitstatus_to_exitcode(status)
 
 
 def engine_env(emu):

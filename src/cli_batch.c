@@ -19,10 +19,13 @@
 #define BATCH_DEFAULT_PARALLEL 64
 #define PROGRESS_INTERVAL 0.5
 
+/* Jobs are created when they start and freed when they finish, so memory
+ * follows --max-parallel, not the size of the jobs file. */
 struct batch {
 	struct event_base *base;
 	struct job_env env;
-	struct job **jobs;
+	struct jobspec *specs;  /* taken over by each job as it starts */
+	struct job **jobs;      /* NULL before the start and after the end */
 	size_t njobs;
 	size_t next;      /* the first job not yet started */
 	size_t running;
@@ -42,10 +45,40 @@ struct batch {
 static void batch_fill(struct batch *b);
 
 static void
+print_line(struct batch *b, json_t *line)
+{
+	char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER |
+					      JSON_REAL_PRECISION(6));
+
+	if (text != NULL) {
+		fprintf(b->results, "%s\n", text);
+		fflush(b->results);
+		free(text);
+	}
+	json_decref(line);
+}
+
+/* The result of a job the batch stopped before it started. */
+static void
+write_unstarted_result(struct batch *b, const char *id, int status)
+{
+	json_t *line = json_object();
+
+	json_object_set_new(line, "id", json_string(id));
+	json_object_set_new(line, "sandbox_id", json_null());
+	json_object_set_new(line, "state", json_string(job_state_name(JOB_FAILED)));
+	json_object_set_new(line, "exit_code", json_integer(status));
+	json_object_set_new(line, "seconds", json_object());
+	json_object_set_new(line, "log_bytes", json_integer(0));
+	json_object_set_new(line, "reason",
+			    json_string("not started: the batch was stopped"));
+	print_line(b, line);
+}
+
+static void
 write_result(struct batch *b, struct job *job)
 {
 	json_t *line = json_object(), *seconds = json_object();
-	char *text;
 
 	json_object_set_new(line, "id", json_string(job_id(job)));
 	json_object_set_new(line, "sandbox_id", job_sandbox_id(job) != NULL
@@ -64,14 +97,7 @@ write_result(struct batch *b, struct job *job)
 	json_object_set_new(line, "log_bytes", json_integer((json_int_t)job_log_bytes(job)));
 	if (*job_reason(job) != '\0')
 		json_object_set_new(line, "reason", json_string(job_reason(job)));
-	text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER |
-				  JSON_REAL_PRECISION(6));
-	if (text != NULL) {
-		fprintf(b->results, "%s\n", text);
-		fflush(b->results);
-		free(text);
-	}
-	json_decref(line);
+	print_line(b, line);
 }
 
 static void
@@ -80,6 +106,8 @@ progress_draw(struct batch *b, int final)
 	size_t creating = 0, running = 0, queued = b->njobs - b->next;
 
 	for (size_t i = 0; i < b->next; i++) {
+		if (b->jobs[i] == NULL)
+			continue;
 		enum job_state s = job_state(b->jobs[i]);
 
 		if (s == JOB_PACKAGE || s == JOB_RESOLVE || s == JOB_CREATE)
@@ -115,11 +143,19 @@ batch_stop(struct batch *b, int status, int skip_flush)
 	if (status != 0)
 		b->stop_status = status;
 	for (size_t i = 0; i < b->next; i++)
-		job_cancel(b->jobs[i], status != 0 ? status : JOB_EXIT_FAILURE,
-			   skip_flush);
+		if (b->jobs[i] != NULL)
+			job_cancel(b->jobs[i],
+				   status != 0 ? status : JOB_EXIT_FAILURE,
+				   skip_flush);
 	/* Jobs never started are reported as FAILED without a sandbox. */
-	for (size_t i = b->next; i < b->njobs; i++)
-		job_cancel(b->jobs[i], status != 0 ? status : JOB_EXIT_FAILURE, 1);
+	for (; b->next < b->njobs; b->next++) {
+		write_unstarted_result(b, b->specs[b->next].id,
+				       status != 0 ? status : JOB_EXIT_FAILURE);
+		b->finished++;
+		b->failed++;
+	}
+	if (b->finished == b->njobs)
+		event_base_loopbreak(b->base);
 }
 
 static void
@@ -128,9 +164,7 @@ job_finished(struct job *job, void *arg)
 	struct batch *b = arg;
 
 	b->finished++;
-	for (size_t i = 0; i < b->next; i++)
-		if (b->jobs[i] == job)
-			b->running--; /* it was started, so it held a slot */
+	b->running--;
 	if (!job_succeeded(job)) {
 		b->failed++;
 		if (b->fail_fast && !b->stopping) {
@@ -140,6 +174,15 @@ job_finished(struct job *job, void *arg)
 		}
 	}
 	write_result(b, job);
+	for (size_t i = 0; i < b->next; i++) {
+		if (b->jobs[i] == job) {
+			/* From the job's own finish event, which touches
+			 * nothing after this callback returns. */
+			job_free(job);
+			b->jobs[i] = NULL;
+			break;
+		}
+	}
 	if (b->finished == b->njobs) {
 		event_base_loopbreak(b->base);
 		return;
@@ -151,8 +194,18 @@ static void
 batch_fill(struct batch *b)
 {
 	while (!b->stopping && b->running < b->max_parallel && b->next < b->njobs) {
-		struct job *job = b->jobs[b->next++];
+		size_t i = b->next++;
+		struct job *job = job_new(&b->env, &b->specs[i], job_finished, b);
 
+		if (job == NULL) {
+			log_error(NULL, "out of memory starting job %s",
+				  b->specs[i].id);
+			write_unstarted_result(b, b->specs[i].id, JOB_EXIT_FAILURE);
+			b->finished++;
+			b->failed++;
+			continue;
+		}
+		b->jobs[i] = job;
 		b->running++;
 		job_start(job);
 	}
@@ -268,14 +321,10 @@ cli_batch(const struct cli_globals *globals)
 	b.max_parallel = globals->max_parallel > 0 ? globals->max_parallel
 						   : BATCH_DEFAULT_PARALLEL;
 	b.fail_fast = globals->fail_fast;
+	b.specs = specs;
+	b.njobs = n;
 	b.jobs = calloc(n, sizeof(*b.jobs));
-	for (size_t i = 0; b.jobs != NULL && i < n; i++) {
-		b.jobs[i] = job_new(&b.env, &specs[i], job_finished, &b);
-		if (b.jobs[i] == NULL)
-			break;
-		b.njobs++;
-	}
-	if (b.env.gate == NULL || b.njobs != n) {
+	if (b.env.gate == NULL || b.jobs == NULL) {
 		fprintf(stderr, "mfmodal-engine: out of memory\n");
 		status = CLI_EXIT_FAILURE;
 		goto out;
@@ -295,7 +344,8 @@ cli_batch(const struct cli_globals *globals)
 	}
 
 	batch_fill(&b);
-	event_base_dispatch(b.base);
+	if (b.finished < b.njobs)
+		event_base_dispatch(b.base);
 	if (b.progress)
 		progress_draw(&b, 1);
 	if (create_gate_throttle_events(b.env.gate) > 0)
@@ -315,13 +365,13 @@ out:
 		event_free(sigint_ev);
 	if (sigterm_ev != NULL)
 		event_free(sigterm_ev);
-	for (size_t i = 0; i < b.njobs; i++)
+	for (size_t i = 0; b.jobs != NULL && i < n; i++)
 		job_free(b.jobs[i]);
 	free(b.jobs);
 	create_gate_free(b.env.gate);
 	cli_engine_close(&eng);
 out_specs:
-	for (size_t i = b.njobs; i < n; i++)
+	for (size_t i = 0; i < n; i++)
 		jobspec_free(&specs[i]);
 	free(specs);
 	if (b.results != stdout && b.results != NULL)

@@ -175,8 +175,6 @@ log_upload_next(struct job *job, int fd)
 {
 	char *bucket = NULL, *prefix = NULL, key[2048];
 	struct s3_upload_options opts;
-	size_t len;
-	const char *text;
 	int tmp;
 
 	if (job->log_upload[fd] != NULL ||
@@ -188,17 +186,16 @@ log_upload_next(struct job *job, int fd)
 	snprintf(key, sizeof(key), "%s%s%u.task_%s.log", prefix,
 		 *prefix && prefix[strlen(prefix) - 1] != '/' ? "/" : "",
 		 job->spec.task.attempt, fd == 1 ? "stdout" : "stderr");
+	/* A copy, because the spool keeps growing while the upload reads. */
 	tmp = temp_file(job->log_tmp[fd], sizeof(job->log_tmp[fd]), "log");
-	text = logsink_content(job->sink, fd, &len);
-	if (tmp < 0 || write(tmp, text, len) != (ssize_t)len) {
+	if (tmp >= 0)
+		close(tmp);
+	if (tmp < 0 || logsink_snapshot(job->sink, fd, job->log_tmp[fd]) != 0) {
 		log_warn(job->prefix, "cannot write a temporary log file: %s",
 			 strerror(errno));
-		if (tmp >= 0)
-			close(tmp);
 		remove_temp(job->log_tmp[fd]);
 		goto out;
 	}
-	close(tmp);
 	job->log_upload_lines[fd] = logsink_lines(job->sink, fd);
 	s3_upload_options_default(&opts);
 	job->log_upload[fd] = s3_upload_file(job->env.s3, job->log_tmp[fd],

@@ -1,12 +1,16 @@
 /* Task output: line assembly, mflog decoration, relay and storage. */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 
+#include "log.h"
 #include "logsink.h"
 #include "util.h"
 
@@ -16,7 +20,8 @@
 struct logstream {
 	struct evbuffer *partial; /* the line being assembled */
 	double partial_ts;        /* timestamp of its first chunk */
-	struct evbuffer *stored;  /* mflog lines, each ending in '\n' */
+	int spool;                /* mflog lines, each ending in '\n'; -1 if none */
+	size_t spooled;           /* bytes in spool */
 	unsigned long lines;
 	unsigned char utf8_pending[4]; /* a character split across chunks */
 	size_t utf8_npending;
@@ -40,10 +45,9 @@ logsink_new(const char *prefix, FILE *relay_out, FILE *relay_err)
 	sink->relay[1] = relay_out;
 	sink->relay[2] = relay_err;
 	for (int fd = 1; fd <= 2; fd++) {
+		sink->streams[fd].spool = -1;
 		sink->streams[fd].partial = evbuffer_new();
-		sink->streams[fd].stored = evbuffer_new();
-		if (sink->streams[fd].partial == NULL ||
-		    sink->streams[fd].stored == NULL) {
+		if (sink->streams[fd].partial == NULL) {
 			logsink_free(sink);
 			return NULL;
 		}
@@ -59,8 +63,8 @@ logsink_free(struct logsink *sink)
 	for (int fd = 1; fd <= 2; fd++) {
 		if (sink->streams[fd].partial != NULL)
 			evbuffer_free(sink->streams[fd].partial);
-		if (sink->streams[fd].stored != NULL)
-			evbuffer_free(sink->streams[fd].stored);
+		if (sink->streams[fd].spool >= 0)
+			close(sink->streams[fd].spool);
 	}
 	free(sink->prefix);
 	free(sink);
@@ -122,6 +126,46 @@ utf8_sequence(const unsigned char *p, size_t left)
 	return n;
 }
 
+static int
+write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Open the spool of st on first use: a temporary file, unlinked at once. */
+static int
+spool_open(struct logstream *st)
+{
+	const char *dir = getenv("TMPDIR");
+	char path[512];
+
+	if (st->spool >= 0)
+		return 0;
+	snprintf(path, sizeof(path), "%s/mfmodal-spool-XXXXXX",
+		 dir != NULL && *dir ? dir : "/tmp");
+	st->spool = mkstemp(path);
+	if (st->spool < 0) {
+		log_error(NULL, "cannot create a log spool in %s: %s; the task's "
+				"output is relayed but not stored",
+			  path, strerror(errno));
+		return -1;
+	}
+	unlink(path);
+	return 0;
+}
+
 static void
 emit_line(struct logsink *sink, int fd, const char *text, size_t len,
 	  double timestamp)
@@ -135,10 +179,18 @@ emit_line(struct logsink *sink, int fd, const char *text, size_t len,
 		util_strlcpy(id, "0", sizeof(id));
 	headlen = logsink_format_mflog(head, sizeof(head), timestamp,
 				       MFLOG_TASK_SOURCE, id, "", 0);
-	evbuffer_add(st->stored, head, headlen);
-	evbuffer_add(st->stored, text, len);
-	evbuffer_add(st->stored, "\n", 1);
-	st->lines++;
+	if (spool_open(st) == 0) {
+		/* One write per line keeps the spool whole at line ends. */
+		if (write_all(st->spool, head, headlen) != 0 ||
+		    write_all(st->spool, text, len) != 0 ||
+		    write_all(st->spool, "\n", 1) != 0) {
+			log_error(NULL, "writing the log spool failed: %s",
+				  strerror(errno));
+		} else {
+			st->spooled += headlen + len + 1;
+			st->lines++;
+		}
+	}
 	sink->bytes += headlen + len + 1;
 
 	FILE *out = sink->relay[fd];
@@ -246,13 +298,49 @@ logsink_finish(struct logsink *sink, int fd)
 		take_bytes(sink, fd, (const unsigned char *)"\n", 1, 0);
 }
 
-const char *
+char *
 logsink_content(struct logsink *sink, int fd, size_t *len)
 {
 	struct logstream *st = &sink->streams[fd];
+	char *buf = malloc(st->spooled + 1);
 
-	*len = evbuffer_get_length(st->stored);
-	return *len > 0 ? (const char *)evbuffer_pullup(st->stored, -1) : "";
+	*len = 0;
+	if (buf == NULL)
+		return NULL;
+	if (st->spool >= 0 &&
+	    pread(st->spool, buf, st->spooled, 0) != (ssize_t)st->spooled) {
+		free(buf);
+		return NULL;
+	}
+	*len = st->spool >= 0 ? st->spooled : 0;
+	buf[*len] = '\0';
+	return buf;
+}
+
+int
+logsink_snapshot(struct logsink *sink, int fd, const char *path)
+{
+	struct logstream *st = &sink->streams[fd];
+	char buf[65536];
+	int out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	int rc = -1;
+
+	if (out < 0)
+		return -1;
+	for (size_t off = 0; st->spool >= 0 && off < st->spooled;) {
+		size_t want = st->spooled - off < sizeof(buf) ? st->spooled - off
+							       : sizeof(buf);
+		ssize_t n = pread(st->spool, buf, want, (off_t)off);
+
+		if (n <= 0 || write_all(out, buf, (size_t)n) != 0)
+			goto out;
+		off += (size_t)n;
+	}
+	rc = 0;
+out:
+	if (close(out) != 0)
+		rc = -1;
+	return rc;
 }
 
 unsigned long

@@ -4,7 +4,8 @@
 /* A task's output: lines assembled from the chunks SandboxGetLogs delivers,
  * decorated in Metaflow's mflog format, relayed to the engine's stdout and
  * stderr, and kept for upload as <attempt>.task_stdout.log and
- * <attempt>.task_stderr.log. */
+ * <attempt>.task_stderr.log.  The kept lines go to an unlinked temporary
+ * file (in TMPDIR, else /tmp), so a task's output costs disk, not memory. */
 
 #include <stddef.h>
 #include <stdio.h>
@@ -24,8 +25,12 @@ void logsink_write(struct logsink *sink, int fd, const char *data, size_t len,
 /* End a stream: a last line without a newline is completed. */
 void logsink_finish(struct logsink *sink, int fd);
 
-/* The stored mflog text of fd; valid until the next write. */
-const char *logsink_content(struct logsink *sink, int fd, size_t *len);
+/* A malloc'd copy of the stored mflog text of fd (the caller frees it), or
+ * NULL when out of memory.  For tests and small logs. */
+char *logsink_content(struct logsink *sink, int fd, size_t *len);
+/* Copy the stored mflog text of fd into the file path (created or
+ * truncated).  Returns 0 or -1 with errno set. */
+int logsink_snapshot(struct logsink *sink, int fd, const char *path);
 /* Counts every stored line, so a caller can tell whether anything changed. */
 unsigned long logsink_lines(const struct logsink *sink, int fd);
 size_t logsink_bytes(const struct logsink *sink);

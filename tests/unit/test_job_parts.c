@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gpu.h"
 #include "jobspec.h"
@@ -155,12 +156,13 @@ START_TEST(logsink_assembles_lines_across_chunks)
 	logsink_write(sink, 1, "ld", 2, 1700000002.0);
 	logsink_finish(sink, 1);
 	ck_assert_uint_eq(logsink_lines(sink, 1), 2);
-	const char *text = logsink_content(sink, 1, &len);
+	char *text = logsink_content(sink, 1, &len);
 	/* the first line carries the time of its first chunk */
 	ck_assert_ptr_nonnull(strstr(text, "[MFLOG|0|2023-11-14T22:13:20.250000Z|task|"));
 	ck_assert_ptr_nonnull(strstr(text, "]hello\n"));
 	ck_assert_ptr_nonnull(strstr(text, "]world\n"));
 	ck_assert_ptr_nonnull(strstr(relayed(out), "]hello\n"));
+	free(text);
 	logsink_free(sink);
 	fclose(out);
 }
@@ -174,8 +176,33 @@ START_TEST(logsink_utf8_split_and_invalid)
 	/* "é" split over two chunks, then an invalid byte */
 	logsink_write(sink, 2, "caf\xc3", 4, 0);
 	logsink_write(sink, 2, "\xa9 \xff!\n", 5, 0);
-	const char *text = logsink_content(sink, 2, &len);
+	char *text = logsink_content(sink, 2, &len);
 	ck_assert_ptr_nonnull(strstr(text, "]caf\xc3\xa9 \xef\xbf\xbd!\n"));
+	free(text);
+	logsink_free(sink);
+}
+END_TEST
+
+START_TEST(logsink_snapshot_copies_spool)
+{
+	struct logsink *sink = logsink_new(NULL, NULL, NULL);
+	char path[] = "/tmp/mfmodal-snapshot-XXXXXX";
+	char buf[256];
+	int fd = mkstemp(path);
+	FILE *f;
+	size_t n;
+
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	logsink_write(sink, 2, "one\ntwo\n", 8, 0);
+	ck_assert_int_eq(logsink_snapshot(sink, 2, path), 0);
+	f = fopen(path, "r");
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	unlink(path);
+	ck_assert_ptr_nonnull(strstr(buf, "]one\n[MFLOG|0|"));
+	ck_assert_ptr_nonnull(strstr(buf, "]two\n"));
 	logsink_free(sink);
 }
 END_TEST
@@ -191,7 +218,7 @@ START_TEST(logsink_long_line_kept_whole)
 	for (size_t off = 0; off <= big; off += 65536)
 		logsink_write(sink, 1, line + off, off + 65536 <= big + 1 ? 65536 : big + 1 - off, 0);
 	ck_assert_uint_eq(logsink_lines(sink, 1), 1);
-	logsink_content(sink, 1, &len);
+	free(logsink_content(sink, 1, &len));
 	ck_assert_uint_gt(len, big);
 	free(line);
 	logsink_free(sink);
@@ -207,7 +234,10 @@ START_TEST(logsink_batch_prefix_after_header)
 	logsink_write(sink, 1, "hi\n", 3, 0);
 	ck_assert_ptr_nonnull(strstr(relayed(out), "][job 7] hi\n"));
 	/* the stored copy has no prefix */
-	ck_assert_ptr_nonnull(strstr(logsink_content(sink, 1, &len), "]hi\n"));
+	char *text = logsink_content(sink, 1, &len);
+	ck_assert_ptr_nonnull(strstr(text, "]hi\n"));
+	ck_assert_ptr_null(strstr(text, "[job 7]"));
+	free(text);
 	logsink_free(sink);
 	fclose(out);
 }
@@ -230,6 +260,7 @@ main(void)
 	tcase_add_test(tc, logsink_assembles_lines_across_chunks);
 	tcase_add_test(tc, logsink_utf8_split_and_invalid);
 	tcase_add_test(tc, logsink_long_line_kept_whole);
+	tcase_add_test(tc, logsink_snapshot_copies_spool);
 	tcase_add_test(tc, logsink_batch_prefix_after_header);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
