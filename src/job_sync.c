@@ -245,13 +245,17 @@ job_storage_release(struct job *job)
 		event_free(job->upload_timer);
 		job->upload_timer = NULL;
 	}
+	/* Detached uploads call nothing back, and a multipart upload among
+	 * them is still aborted, so none is left behind. */
 	for (int fd = 1; fd <= 2; fd++) {
-		/* A log upload is a single PUT: cancelling leaves nothing. */
 		if (job->log_upload[fd] != NULL)
-			s3_upload_cancel(job->log_upload[fd]);
+			s3_upload_detach(job->log_upload[fd]);
 		job->log_upload[fd] = NULL;
 		remove_temp(job->log_tmp[fd]);
 	}
+	if (job->package_upload != NULL)
+		s3_upload_detach(job->package_upload);
+	job->package_upload = NULL;
 	if (job->package_op != NULL)
 		s3_op_cancel(job->package_op);
 	if (job->metadata_op != NULL)
