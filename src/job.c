@@ -329,17 +329,11 @@ rpc_done(void *arg, const struct grpc_status *st, ProtobufCMessage *response)
 	free(rpc);
 }
 
-struct job_rpc *
-job_rpc_unary(struct job *job, const char *method,
-	      const ProtobufCMessage *request,
-	      const ProtobufCMessageDescriptor *response_type, double timeout,
-	      job_rpc_handler handler, size_t index)
+/* A tracked RPC record; the caller starts the call and sets rpc->call. */
+static struct job_rpc *
+rpc_new(struct job *job, job_rpc_handler handler, size_t index)
 {
 	struct job_rpc *rpc = calloc(1, sizeof(*rpc));
-	struct grpc_call_options opts = {
-		.timeout = timeout,
-		.log_prefix = job->prefix,
-	};
 
 	if (rpc == NULL)
 		return NULL;
@@ -347,14 +341,37 @@ job_rpc_unary(struct job *job, const char *method,
 	rpc->handler = handler;
 	rpc->index = index;
 	TAILQ_INSERT_TAIL(&job->rpcs, rpc, link);
+	return rpc;
+}
+
+/* Finish rpc_new(): forget the record when the call could not start. */
+static struct job_rpc *
+rpc_started(struct job *job, struct job_rpc *rpc)
+{
+	if (rpc->call != NULL)
+		return rpc;
+	TAILQ_REMOVE(&job->rpcs, rpc, link);
+	free(rpc);
+	return NULL;
+}
+
+struct job_rpc *
+job_rpc_unary(struct job *job, const char *method,
+	      const ProtobufCMessage *request,
+	      const ProtobufCMessageDescriptor *response_type, double timeout,
+	      job_rpc_handler handler, size_t index)
+{
+	struct job_rpc *rpc = rpc_new(job, handler, index);
+	struct grpc_call_options opts = {
+		.timeout = timeout,
+		.log_prefix = job->prefix,
+	};
+
+	if (rpc == NULL)
+		return NULL;
 	rpc->call = grpc_call_unary(job->env.client, method, request,
 				    response_type, &opts, rpc_done, rpc);
-	if (rpc->call == NULL) {
-		TAILQ_REMOVE(&job->rpcs, rpc, link);
-		free(rpc);
-		return NULL;
-	}
-	return rpc;
+	return rpc_started(job, rpc);
 }
 
 static void
@@ -378,7 +395,7 @@ job_rpc_stream(struct job *job, const char *method,
 	       job_rpc_message_handler message_handler, job_rpc_handler handler,
 	       size_t index)
 {
-	struct job_rpc *rpc = calloc(1, sizeof(*rpc));
+	struct job_rpc *rpc = rpc_new(job, handler, index);
 	struct grpc_call_options opts = {
 		.timeout = timeout,
 		.log_prefix = job->prefix,
@@ -386,20 +403,11 @@ job_rpc_stream(struct job *job, const char *method,
 
 	if (rpc == NULL)
 		return NULL;
-	rpc->job = job;
-	rpc->handler = handler;
 	rpc->message_handler = message_handler;
-	rpc->index = index;
-	TAILQ_INSERT_TAIL(&job->rpcs, rpc, link);
 	rpc->call = grpc_call_server_stream(job->env.client, method, request,
 					    message_type, &opts, rpc_message,
 					    rpc_stream_done, rpc);
-	if (rpc->call == NULL) {
-		TAILQ_REMOVE(&job->rpcs, rpc, link);
-		free(rpc);
-		return NULL;
-	}
-	return rpc;
+	return rpc_started(job, rpc);
 }
 
 void
