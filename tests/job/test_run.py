@@ -229,3 +229,26 @@ def test_rejected_credentials(tmp_path):
         assert emu.state()["sandboxes"] == {}
     finally:
         emu.stop()
+
+
+def test_create_reply_lost_retried_once(emulator, run_job):
+    # The server runs the create, then the connection drops before the reply;
+    # the retry carries the same idempotency key and gets the same sandbox.
+    emulator.add_fault("disconnect:method=SandboxCreate,when=after,calls=1")
+    run = run_job(job("echo once", task=TASK))
+    assert run.finish() == 0, run.stderr
+    assert task_lines(run.stdout) == ["once"]
+    assert len(sandboxes(emulator)) == 1
+
+
+def test_second_create_attaches_by_name(emulator, run_job, tmp_path):
+    first = run_job(job("echo first; sleep 3", task=TASK))
+    first.wait_for_log("CREATE -> RUNNING")
+    second = run_job(job("echo second", task=TASK))
+    assert second.finish() == 0, second.stderr
+    assert "attached to sandbox" in second.stderr
+    assert first.finish() == 0, first.stderr
+    (sb,) = sandboxes(emulator)
+    assert sb["definition"]["argv"][2] == "echo first; sleep 3"
+    calls = emulator.state()["calls"]["SandboxCreate"]
+    assert calls.get("ALREADY_EXISTS") == 1
