@@ -14,8 +14,8 @@
 #include "log.h"
 #include "util.h"
 
-/* Jobs in flight at once unless --max-parallel says otherwise; see the
- * benchmarks page for the measurement behind it. */
+/* Jobs in flight at once when --max-parallel is not given; doc/benchmarks.md
+ * has the measurement behind it. */
 #define BATCH_DEFAULT_PARALLEL 64
 #define PROGRESS_INTERVAL 0.5
 

@@ -262,9 +262,10 @@ on_image(struct job_rpc *rpc, const struct grpc_status *st, ProtobufCMessage *m)
 	image_join(job);
 }
 
-/* The Dockerfile commands of Modal's debian_slim image for builder versions
- * after 2024.10, as Modal's Python SDK (1.6.4) writes them; the server
- * reuses a built image only for the same text.  Returns the count. */
+/* Write the Dockerfile commands of Modal's debian_slim image for builder
+ * versions after 2024.10, as Modal's Python SDK (1.6.4) writes them, because
+ * the server reuses a built image only for the same text.  Returns the
+ * count. */
 static size_t
 debian_slim_commands(const struct job *job, char cmds[][96], char *err,
 		     size_t errlen)
@@ -426,7 +427,7 @@ resolve_dependents(struct job *job)
 		return;
 	}
 	job->nsecret_ids = nsecrets;
-	/* Counted up front so an early answer cannot end the step. */
+	/* Counted up front so an early reply cannot end the step. */
 	job->pending++;
 	for (size_t i = 0; i < nsecrets && !job->failed; i++)
 		resolve_secret(job, i);

@@ -320,7 +320,9 @@ entry_id_cmp(const char *a, const char *b)
 	    sscanf(b, "%llu-%llu%c", &bms, &bseq, &tail) == 2) {
 		if (ams != bms)
 			return ams < bms ? -1 : 1;
-		return aseq < bseq ? -1 : aseq > bseq ? 1 : 0;
+		if (aseq != bseq)
+			return aseq < bseq ? -1 : 1;
+		return 0;
 	}
 	return strcmp(a, b) == 0 ? 0 : 1;
 }

@@ -18,8 +18,8 @@
 #include "s3.h"
 #include "tarx.h"
 
-/* The first log upload follows 1 s after the start; the interval then
- * grows by half each time to 30 s, so short tasks are stored almost live
+/* The first log upload follows 1 s after the start.  The interval then
+ * grows by half each time up to 30 s, so short tasks are stored almost live
  * and long ones cost few requests. */
 #define UPLOAD_FIRST_INTERVAL 1.0
 #define UPLOAD_MAX_INTERVAL 30.0
