@@ -77,13 +77,15 @@ struct grpc_call {
 	char content_type[64];
 	int have_status;
 	int status_code;
-	char status_message[GRPC_MESSAGE_MAX];
+	char *status_message; /* decoded grpc-message; NULL when none came */
 	uint8_t *details; /* decoded grpc-status-details-bin */
 	size_t details_len;
 	struct grpc_frame_reader reader;
 	ProtobufCMessage *response; /* unary: the one response message */
 	unsigned messages;
-	struct grpc_status local_error; /* set when we end the attempt ourselves */
+	/* Set when we end the attempt ourselves.  Allocated only then, since a
+	 * batch holds three calls per job and most never fail. */
+	struct grpc_status *local_error;
 	int have_local_error;
 
 	struct event *timer;         /* the attempt's deadline */
@@ -138,6 +140,8 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 		if (call->response != NULL)
 			protobuf_c_message_free_unpacked(call->response, NULL);
 		free(call->details);
+		free(call->status_message);
+		free(call->local_error);
 		free(call->request);
 		if (call->stream.body != NULL)
 			evbuffer_free(call->stream.body);
@@ -251,7 +255,10 @@ call_abort_attempt(struct grpc_call *call, int code, const char *message)
 	if (call->have_local_error)
 		return;
 	call->have_local_error = 1;
-	set_status(&call->local_error, code, "%s", message);
+	if (call->local_error == NULL)
+		call->local_error = malloc(sizeof(*call->local_error));
+	if (call->local_error != NULL)
+		set_status(call->local_error, code, "%s", message);
 }
 
 /* RPCRetryPolicy.retry_after_secs from the status details, or -1. */
@@ -296,7 +303,10 @@ attempt_status(struct grpc_call *call, enum h2_close_reason reason,
 	       uint32_t error_code, const char *message, struct grpc_status *st)
 {
 	if (call->have_local_error) {
-		*st = call->local_error;
+		if (call->local_error != NULL)
+			*st = *call->local_error;
+		else
+			set_status(st, GRPC_INTERNAL, "out of memory");
 		return;
 	}
 	switch (reason) {
@@ -330,7 +340,9 @@ attempt_status(struct grpc_call *call, enum h2_close_reason reason,
 
 	if (call->have_status) {
 		st->code = call->status_code;
-		util_strlcpy(st->message, call->status_message, sizeof(st->message));
+		util_strlcpy(st->message,
+			     call->status_message != NULL ? call->status_message : "",
+			     sizeof(st->message));
 		if (st->code == GRPC_OK && grpc_frame_reader_partial(&call->reader))
 			set_status(st, GRPC_INTERNAL,
 				   "the response ended inside a message");
@@ -396,9 +408,16 @@ on_header(void *arg, enum h2_block block, const uint8_t *name, size_t namelen,
 			call->status_code = GRPC_UNKNOWN;
 		call->have_status = 2 + (int)block; /* seen; settled when the block ends */
 	} else if (header_is(name, namelen, "grpc-message")) {
-		grpc_percent_decode((const char *)value, valuelen,
-				    call->status_message,
-				    sizeof(call->status_message));
+		free(call->status_message);
+		call->status_message = malloc(valuelen + 1 < GRPC_MESSAGE_MAX
+						      ? valuelen + 1
+						      : GRPC_MESSAGE_MAX);
+		if (call->status_message != NULL)
+			grpc_percent_decode((const char *)value, valuelen,
+					    call->status_message,
+					    valuelen + 1 < GRPC_MESSAGE_MAX
+						    ? valuelen + 1
+						    : GRPC_MESSAGE_MAX);
 	} else if (header_is(name, namelen, "grpc-status-details-bin") &&
 		   valuelen <= GRPC_DETAILS_MAX) {
 		free(call->details);
@@ -423,7 +442,8 @@ on_headers_done(void *arg, enum h2_block block, int end_stream)
 			call->have_status = 1;
 		} else {
 			call->have_status = 0;
-			call->status_message[0] = '\0';
+			free(call->status_message);
+			call->status_message = NULL;
 		}
 	}
 }
@@ -685,7 +705,8 @@ reset_attempt(struct grpc_call *call)
 	call->content_type[0] = '\0';
 	call->have_status = 0;
 	call->status_code = GRPC_UNKNOWN;
-	call->status_message[0] = '\0';
+	free(call->status_message);
+	call->status_message = NULL;
 	call->messages = 0;
 	call->have_local_error = 0;
 }
