@@ -99,14 +99,16 @@ def main():
                               extra_args=["--log-level", "warning"]).start()
         try:
             (ew, ec, er, estat), (sw, sc, sr, sstat) = one_task(emu, args.engine)
-            assert estat == 0 and sstat == 0, (estat, sstat)
+            assert estat == 0, estat
+            assert sstat == 0, sstat
             table("One task that prints one line (one process each)", [
                 ("wall time (s)", ew, sw), ("client CPU (s)", ec, sc),
                 ("client peak RSS (MiB)", er, sr)])
 
             (ew, ec, er, estat), (sw, sc, sr, sstat) = fanout(
                 emu, args.engine, args.jobs, args.lines, args.parallel, workdir)
-            assert estat == 0 and sstat == 0, (estat, sstat)
+            assert estat == 0, estat
+            assert sstat == 0, sstat
             table(f"Fan-out: {args.jobs} sandboxes x {args.lines} lines, "
                   f"{args.parallel} at once", [
                 ("wall time (s)", ew, sw), ("client CPU (s)", ec, sc),

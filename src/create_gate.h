@@ -2,10 +2,10 @@
 #define MFMODAL_CREATE_GATE_H
 
 /* Pacing of SandboxCreate calls.  Creates go out freely until the server
- * answers RESOURCE_EXHAUSTED; then the gate halves the rate, and raises it
- * again by a tenth per success until it is unlimited once more (additive
- * increase would take minutes from a low rate; this takes seconds).  Jobs
- * wait in a FIFO. */
+ * replies RESOURCE_EXHAUSTED.  The gate then halves the rate, and raises it
+ * again by a tenth per success until it is unlimited once more, because an
+ * additive increase would take minutes to recover from a low rate where this
+ * takes seconds.  Jobs wait in a FIFO. */
 
 #include <event2/event.h>
 

@@ -83,8 +83,8 @@ struct grpc_call {
 	struct grpc_frame_reader reader;
 	ProtobufCMessage *response; /* unary: the one response message */
 	unsigned messages;
-	/* Set when we end the attempt ourselves.  Allocated only then, since a
-	 * batch holds three calls per job and most never fail. */
+	/* Set when we end the attempt ourselves.  Allocated only then, because
+	 * a batch keeps three calls per job and most never fail. */
 	struct grpc_status *local_error;
 	int have_local_error;
 

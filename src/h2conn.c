@@ -32,7 +32,7 @@ enum conn_state {
 
 /* The link between an nghttp2 stream and the caller's h2stream.  The
  * connection owns slots, so a caller may free its h2stream as soon as it is
- * cancelled or closed while nghttp2 still knows the stream. */
+ * cancelled or closed, while nghttp2 still tracks the stream. */
 struct h2slot {
 	struct h2stream *stream; /* NULL once cancelled */
 	int32_t stream_id;
@@ -82,7 +82,7 @@ h2channel_options_default(struct h2channel_options *opts)
 {
 	memset(opts, 0, sizeof(*opts));
 	/* Pings only while streams are open and no more than once a minute,
-	 * because servers answer faster pings with GOAWAY "too_many_pings". */
+	 * because servers reply to faster pings with GOAWAY "too_many_pings". */
 	opts->ping_interval = 60.0;
 	opts->ping_timeout = 20.0;
 	opts->connect_timeout = 30.0;
@@ -109,9 +109,9 @@ to_timeval(double seconds)
 	return tv;
 }
 
-/* A connection takes streams only once the server's first SETTINGS frame
- * (which RFC 9113 section 3.4 makes the first thing it sends) has told the
- * limit, so a burst on a new connection never goes over it. */
+/* A connection takes streams only after the server's first SETTINGS frame,
+ * which RFC 9113 section 3.4 makes the first frame it sends, has set the
+ * limit.  So a burst on a new connection never goes over it. */
 static unsigned
 conn_stream_limit(const struct h2conn *c)
 {
@@ -175,7 +175,7 @@ conn_close(struct h2conn *c, enum h2_close_reason reason, int permanent,
 		free(slot);
 	}
 
-	/* Queued requests wait for a connection; when this one failed before
+	/* Queued requests wait for a connection.  When this one failed before
 	 * it ever worked and no other connection is open, they fail too, so a
 	 * wrong URL or certificate does not leave callers waiting forever. */
 	if (reason == H2_CLOSE_CONNECT_FAILED && TAILQ_EMPTY(&ch->conns)) {

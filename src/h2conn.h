@@ -33,7 +33,7 @@ enum h2_close_reason {
 	H2_CLOSE_CONNECT_FAILED, /* no connection could be made (message) */
 };
 
-/* Which header block a header belongs to. */
+/* The header block a header belongs to. */
 enum h2_block {
 	H2_BLOCK_RESPONSE, /* the response's first HEADERS */
 	H2_BLOCK_TRAILERS,
@@ -106,7 +106,7 @@ struct h2channel_stats {
 	unsigned connections_open;
 	unsigned goaways_received;
 	unsigned streams_refused;
-	unsigned max_active_streams; /* the most streams ever open on one connection */
+	unsigned max_active_streams; /* maximum streams open at once on one connection */
 	unsigned pings_sent;
 	unsigned pings_acked;
 	unsigned queued;

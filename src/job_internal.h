@@ -61,7 +61,7 @@ struct job {
 	char *image_id;
 	char image_cursor[128];
 	unsigned image_join_attempts;
-	unsigned pending;         /* resolve calls not yet answered */
+	unsigned pending;         /* resolve calls without a reply yet */
 
 	/* CREATE to DRAINING */
 	struct create_ticket *create_ticket; /* waiting for the create gate */

@@ -173,4 +173,5 @@ def test_every_problem_listed(emulator, tmp_path):
 def test_missing_jobs_file(emulator, tmp_path):
     result = batch(emulator, tmp_path / "nope.json")
     assert result.returncode == 2
-    assert "nope.json" in result.stderr and "No such file" in result.stderr
+    assert "nope.json" in result.stderr
+    assert "No such file" in result.stderr

@@ -53,7 +53,7 @@ def _unimplemented(name):
     return handler
 
 
-# Every RPC that the test server does not define answers UNIMPLEMENTED.
+# Every RPC that the test server does not define returns UNIMPLEMENTED.
 _Base = type(
     "UnimplementedModalClient",
     (api_grpc.ModalClientBase,),

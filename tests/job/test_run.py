@@ -29,7 +29,8 @@ def test_success_relays_output(emulator, run_job):
                       env={"GREETING": "hi"}, task=TASK))
     assert run.finish() == 0, run.stderr
     assert task_lines(run.stdout) == ["hello", "no newline"]
-    assert "[MFLOG|0|" in run.stderr and "]warning" in run.stderr
+    assert "[MFLOG|0|" in run.stderr
+    assert "]warning" in run.stderr
     (sb,) = sandboxes(emulator)
     definition = sb["definition"]
     assert definition["argv"][:2] == ["bash", "-c"]
