@@ -21,10 +21,18 @@
 
 /* Jobs are created when they start and freed when they finish, so memory
  * follows --max-parallel, not the size of the jobs file. */
+
+/* A job not started yet, kept as compact JSON and parsed again when it
+ * starts.  A parsed description takes several times the memory, and a
+ * batch may hold thousands of waiting jobs. */
+struct waiting_job {
+	char *id;
+	char *json;
+};
 struct batch {
 	struct event_base *base;
 	struct job_env env;
-	struct jobspec *specs;  /* taken over by each job as it starts */
+	struct waiting_job *waiting; /* freed as each job starts */
 	struct job **jobs;      /* NULL before the start and after the end */
 	size_t njobs;
 	size_t next;      /* the first job not yet started */
@@ -149,7 +157,7 @@ batch_stop(struct batch *b, int status, int skip_flush)
 				   skip_flush);
 	/* Jobs never started are reported as FAILED without a sandbox. */
 	for (; b->next < b->njobs; b->next++) {
-		write_unstarted_result(b, b->specs[b->next].id,
+		write_unstarted_result(b, b->waiting[b->next].id,
 				       status != 0 ? status : JOB_EXIT_FAILURE);
 		b->finished++;
 		b->failed++;
@@ -190,24 +198,47 @@ job_finished(struct job *job, void *arg)
 	batch_fill(b);
 }
 
+/* Create the job from its waiting description.  Returns NULL only when
+ * out of memory, because the description was checked when it was read. */
+static struct job *
+waiting_job_start(struct batch *b, struct waiting_job *w)
+{
+	struct jobspec_errors errs = {0};
+	struct jobspec spec = {0};
+	json_t *item = json_loads(w->json, 0, NULL);
+	struct job *job = NULL;
+
+	if (item != NULL && jobspec_parse(item, "$", &spec, &errs) == 0)
+		job = job_new(&b->env, &spec, job_finished, b);
+	if (job == NULL)
+		jobspec_free(&spec);
+	jobspec_errors_free(&errs);
+	json_decref(item);
+	return job;
+}
+
 static void
 batch_fill(struct batch *b)
 {
 	while (!b->stopping && b->running < b->max_parallel && b->next < b->njobs) {
 		size_t i = b->next++;
-		struct job *job = job_new(&b->env, &b->specs[i], job_finished, b);
+		struct job *job = waiting_job_start(b, &b->waiting[i]);
 
 		if (job == NULL) {
 			log_error(NULL, "out of memory starting job %s",
-				  b->specs[i].id);
-			write_unstarted_result(b, b->specs[i].id, JOB_EXIT_FAILURE);
+				  b->waiting[i].id);
+			write_unstarted_result(b, b->waiting[i].id, JOB_EXIT_FAILURE);
 			b->finished++;
 			b->failed++;
-			continue;
+		} else {
+			b->jobs[i] = job;
+			b->running++;
 		}
-		b->jobs[i] = job;
-		b->running++;
-		job_start(job);
+		free(b->waiting[i].json);
+		free(b->waiting[i].id);
+		b->waiting[i].json = b->waiting[i].id = NULL;
+		if (job != NULL)
+			job_start(job);
 	}
 }
 
@@ -226,16 +257,56 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	batch_stop(b, sig == SIGINT ? CLI_EXIT_SIGINT : CLI_EXIT_SIGTERM, 0);
 }
 
+static void
+waiting_jobs_free(struct waiting_job *waiting, size_t n)
+{
+	for (size_t i = 0; waiting != NULL && i < n; i++) {
+		free(waiting[i].id);
+		free(waiting[i].json);
+	}
+	free(waiting);
+}
+
+/* Check one job description and keep it for later.  Problems go to errs.
+ * Returns 0, or -1 when out of memory. */
+static int
+waiting_job_add(json_t *item, const char *base, size_t i,
+		struct waiting_job *waiting, int *needs_s3,
+		struct jobspec_errors *errs)
+{
+	struct jobspec spec = {0};
+	size_t before = errs->n;
+	char path[64];
+
+	snprintf(path, sizeof(path), "%s[%zu]", base, i);
+	jobspec_parse(item, path, &spec, errs);
+	for (size_t j = 0; j < i && spec.id != NULL; j++)
+		if (waiting[j].id != NULL && strcmp(waiting[j].id, spec.id) == 0)
+			jobspec_errors_add(errs, "%s.id: \"%s\" is already the id "
+					   "of %s[%zu]", path, spec.id, base, j);
+	if (cli_spec_needs_s3(&spec))
+		*needs_s3 = 1;
+	waiting[i].id = spec.id;
+	spec.id = NULL;
+	jobspec_free(&spec);
+	if (errs->n > before)
+		return 0; /* nothing runs, so the text is not needed */
+	waiting[i].json = json_dumps(item, JSON_COMPACT);
+	return waiting[i].json != NULL ? 0 : -1;
+}
+
 /* Read every job of the file; every problem is listed before anything runs. */
 static int
-load_jobs(const char *file, struct jobspec **specs, size_t *n)
+load_jobs(const char *file, struct waiting_job **waiting, size_t *n,
+	  int *needs_s3)
 {
 	struct jobspec_errors errs = {0};
 	json_t *doc = jobspec_load_json(file, &errs), *list = NULL, *item;
 	size_t i;
 
-	*specs = NULL;
+	*waiting = NULL;
 	*n = 0;
+	*needs_s3 = 0;
 	if (doc != NULL) {
 		list = json_is_object(doc) ? json_object_get(doc, "jobs") : doc;
 		if (json_is_object(doc) && json_object_size(doc) != 1)
@@ -251,19 +322,16 @@ load_jobs(const char *file, struct jobspec **specs, size_t *n)
 		const char *base = json_is_object(doc) ? "$.jobs" : "$";
 
 		*n = json_array_size(list);
-		*specs = calloc(*n, sizeof(**specs));
+		*waiting = calloc(*n, sizeof(**waiting));
+		if (*waiting == NULL)
+			jobspec_errors_add(&errs, "$: out of memory");
 		json_array_foreach(list, i, item) {
-			char path[64];
-
-			snprintf(path, sizeof(path), "%s[%zu]", base, i);
-			jobspec_parse(item, path, &(*specs)[i], &errs);
-			for (size_t j = 0; j < i && (*specs)[i].id != NULL; j++)
-				if ((*specs)[j].id != NULL &&
-				    strcmp((*specs)[j].id, (*specs)[i].id) == 0)
-					jobspec_errors_add(&errs,
-							   "%s.id: \"%s\" is already the id "
-							   "of %s[%zu]",
-							   path, (*specs)[i].id, base, j);
+			if (*waiting == NULL)
+				break;
+			if (waiting_job_add(item, base, i, *waiting, needs_s3,
+					    &errs) != 0)
+				jobspec_errors_add(&errs, "%s[%zu]: out of memory",
+						   base, i);
 		}
 	}
 	json_decref(doc);
@@ -271,10 +339,8 @@ load_jobs(const char *file, struct jobspec **specs, size_t *n)
 		return 0;
 	cli_print_job_errors(file, &errs);
 	jobspec_errors_free(&errs);
-	for (i = 0; i < *n; i++)
-		jobspec_free(&(*specs)[i]);
-	free(*specs);
-	*specs = NULL;
+	waiting_jobs_free(*waiting, *n);
+	*waiting = NULL;
 	return -1;
 }
 
@@ -283,12 +349,12 @@ cli_batch(const struct cli_globals *globals)
 {
 	struct batch b = {0};
 	struct cli_engine eng;
-	struct jobspec *specs;
+	struct waiting_job *waiting;
 	struct event *sigint_ev = NULL, *sigterm_ev = NULL;
 	size_t n;
-	int status;
+	int needs_s3, status;
 
-	if (load_jobs(globals->jobs_file, &specs, &n) != 0)
+	if (load_jobs(globals->jobs_file, &waiting, &n, &needs_s3) != 0)
 		return CLI_EXIT_USAGE;
 	b.results = stdout;
 	if (globals->results_file != NULL) {
@@ -296,22 +362,16 @@ cli_batch(const struct cli_globals *globals)
 		if (b.results == NULL) {
 			fprintf(stderr, "mfmodal-engine: cannot write results to %s: %m\n",
 				globals->results_file);
-			for (size_t i = 0; i < n; i++)
-				jobspec_free(&specs[i]);
-			free(specs);
+			waiting_jobs_free(waiting, n);
 			return CLI_EXIT_USAGE;
 		}
 	}
 	status = cli_engine_open(&eng, globals);
-	for (size_t i = 0; status == CLI_EXIT_OK && i < n; i++) {
-		if (cli_spec_needs_s3(&specs[i])) {
-			status = cli_engine_open_s3(&eng, globals);
-			break;
-		}
-	}
+	if (status == CLI_EXIT_OK && needs_s3)
+		status = cli_engine_open_s3(&eng, globals);
 	if (status != CLI_EXIT_OK) {
 		cli_engine_close(&eng);
-		goto out_specs;
+		goto out_waiting;
 	}
 
 	cli_job_env(&b.env, &eng);
@@ -321,7 +381,7 @@ cli_batch(const struct cli_globals *globals)
 	b.max_parallel = globals->max_parallel > 0 ? globals->max_parallel
 						   : BATCH_DEFAULT_PARALLEL;
 	b.fail_fast = globals->fail_fast;
-	b.specs = specs;
+	b.waiting = waiting;
 	b.njobs = n;
 	b.jobs = calloc(n, sizeof(*b.jobs));
 	if (b.env.gate == NULL || b.jobs == NULL) {
@@ -370,10 +430,8 @@ out:
 	free(b.jobs);
 	create_gate_free(b.env.gate);
 	cli_engine_close(&eng);
-out_specs:
-	for (size_t i = 0; i < n; i++)
-		jobspec_free(&specs[i]);
-	free(specs);
+out_waiting:
+	waiting_jobs_free(waiting, n);
 	if (b.results != stdout && b.results != NULL)
 		fclose(b.results);
 	return status;

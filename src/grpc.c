@@ -15,7 +15,6 @@
 #include "util.h"
 
 #define GRPC_PATH_PREFIX "/modal.client.ModalClient/"
-#define GRPC_NV_MAX 20
 /* How often one call may be moved to another connection because the server
  * did not process it, before it fails as UNAVAILABLE. */
 #define GRPC_MAX_RESUBMITS 10
@@ -44,8 +43,8 @@ struct grpc_call {
 	struct grpc_client *client;
 	unsigned id;
 	char prefix[64];
-	char method[64];
-	char path[96];
+	char path[96];     /* GRPC_PATH_PREFIX and the method name */
+	const char *method; /* points into path */
 	int streaming;
 	int cancelled; /* no callback may run; freed on the next loop turn */
 	int finished;
@@ -67,11 +66,7 @@ struct grpc_call {
 
 	/* Per attempt. */
 	struct h2stream stream;
-	nghttp2_nv nva[GRPC_NV_MAX];
-	char attempt_header[16];
-	char timeout_header[12];
-	char delay_header[32];
-	char throttle_header[16];
+	double attempt_deadline; /* 0 when the attempt has no time limit */
 	int http_status;
 	int content_type_ok;
 	char content_type[64];
@@ -88,8 +83,10 @@ struct grpc_call {
 	struct grpc_status *local_error;
 	int have_local_error;
 
-	struct event *timer;         /* the attempt's deadline */
-	struct event *retry_timer;
+	/* The attempt's deadline while one runs, else the wait before the
+	 * next attempt (retry_pending); one event serves both. */
+	struct event *timer;
+	int retry_pending;
 	TAILQ_ENTRY(grpc_call) link;
 };
 
@@ -146,7 +143,6 @@ reap_cb(evutil_socket_t fd, short what, void *arg)
 		if (call->stream.body != NULL)
 			evbuffer_free(call->stream.body);
 		event_free(call->timer);
-		event_free(call->retry_timer);
 		free(call);
 	}
 }
@@ -519,7 +515,8 @@ schedule_retry(struct grpc_call *call, double delay)
 
 	tv.tv_sec = (time_t)delay;
 	tv.tv_usec = (suseconds_t)((delay - (double)tv.tv_sec) * 1e6);
-	event_add(call->retry_timer, &tv);
+	call->retry_pending = 1;
+	event_add(call->timer, &tv);
 }
 
 /* Decide whether a failed unary attempt is retried; returns 1 if it is. */
@@ -600,7 +597,10 @@ on_close(void *arg, enum h2_close_reason reason, uint32_t error_code,
 	call_finish(call, &st);
 }
 
+static void build_headers(void *arg, struct h2_headers *h);
+
 static const struct h2stream_ops call_stream_ops = {
+	.headers = build_headers,
 	.on_header = on_header,
 	.on_headers_done = on_headers_done,
 	.on_data = on_data,
@@ -610,13 +610,17 @@ static const struct h2stream_ops call_stream_ops = {
 /* Timers. */
 
 static void
-deadline_cb(evutil_socket_t fd, short what, void *arg)
+timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct grpc_call *call = arg;
 	char text[96];
 
 	if (call->cancelled || call->finished)
 		return;
+	if (call->retry_pending) {
+		call_start_attempt(call);
+		return;
+	}
 	if (!call->have_local_error) {
 		snprintf(text, sizeof(text), "%s deadline of %.1f s exceeded",
 			 call->method, call->opts.timeout);
@@ -626,67 +630,46 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
 	on_close(call, H2_CLOSE_RESET, NGHTTP2_CANCEL, 0, NULL);
 }
 
-static void
-retry_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct grpc_call *call = arg;
-
-	if (!call->cancelled)
-		call_start_attempt(call);
-}
-
 /* Attempts. */
 
+/* Fill in the request headers.  The channel calls this when the attempt
+ * gets a stream, perhaps after a wait, so grpc-timeout is the time left. */
 static void
-add_nv(struct grpc_call *call, size_t *n, const char *name, const char *value,
-       uint8_t flags)
+build_headers(void *arg, struct h2_headers *h)
 {
-	nghttp2_nv *nv = &call->nva[(*n)++];
-
-	nv->name = (uint8_t *)name;
-	nv->namelen = strlen(name);
-	nv->value = (uint8_t *)value;
-	nv->valuelen = strlen(value);
-	nv->flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | flags;
-}
-
-static size_t
-build_headers(struct grpc_call *call, double timeout)
-{
+	struct grpc_call *call = arg;
 	struct grpc_client *client = call->client;
-	size_t n = 0;
+	char timeout[12];
 
-	add_nv(call, &n, ":method", "POST", 0);
-	add_nv(call, &n, ":scheme", client->url.tls ? "https" : "http", 0);
-	add_nv(call, &n, ":path", call->path, 0);
-	add_nv(call, &n, ":authority", client->url.authority, 0);
-	add_nv(call, &n, "content-type", "application/grpc", 0);
-	add_nv(call, &n, "te", "trailers", 0);
-	add_nv(call, &n, "user-agent", "mfmodal-engine/" PACKAGE_VERSION, 0);
-	add_nv(call, &n, "x-modal-client-type", client->client_type, 0);
-	add_nv(call, &n, "x-modal-client-version", client->client_version, 0);
-	add_nv(call, &n, "x-modal-token-id", client->token_id, 0);
+	h2_headers_add(h, ":method", "POST", 0);
+	h2_headers_add(h, ":scheme", client->url.tls ? "https" : "http", 0);
+	h2_headers_add(h, ":path", call->path, 0);
+	h2_headers_add(h, ":authority", client->url.authority, 0);
+	h2_headers_add(h, "content-type", "application/grpc", 0);
+	h2_headers_add(h, "te", "trailers", 0);
+	h2_headers_add(h, "user-agent", "mfmodal-engine/" PACKAGE_VERSION, 0);
+	h2_headers_add(h, "x-modal-client-type", client->client_type, 0);
+	h2_headers_add(h, "x-modal-client-version", client->client_version, 0);
+	h2_headers_add(h, "x-modal-token-id", client->token_id, 0);
 	/* never entered into the HPACK tables (RFC 7541 section 7.1.3) */
-	add_nv(call, &n, "x-modal-token-secret", client->token_secret,
-	       NGHTTP2_NV_FLAG_NO_INDEX);
-	add_nv(call, &n, "x-idempotency-key", call->idempotency_key, 0);
-	snprintf(call->attempt_header, sizeof(call->attempt_header), "%u",
-		 call->retries);
-	add_nv(call, &n, "x-retry-attempt", call->attempt_header, 0);
-	if (call->retries + call->throttles > 0) {
-		snprintf(call->delay_header, sizeof(call->delay_header), "%.3f",
-			 util_now() - call->first_attempt_at);
-		add_nv(call, &n, "x-retry-delay", call->delay_header, 0);
+	h2_headers_add(h, "x-modal-token-secret", client->token_secret,
+		       NGHTTP2_NV_FLAG_NO_INDEX);
+	h2_headers_add(h, "x-idempotency-key", call->idempotency_key, 0);
+	h2_headers_addf(h, "x-retry-attempt", "%u", call->retries);
+	if (call->retries + call->throttles > 0)
+		h2_headers_addf(h, "x-retry-delay", "%.3f",
+				util_now() - call->first_attempt_at);
+	if (call->throttles > 0)
+		h2_headers_addf(h, "x-throttle-retry-attempt", "%u",
+				call->throttles);
+	if (call->attempt_deadline > 0) {
+		double left = call->attempt_deadline - util_now();
+
+		/* The deadline timer ends the attempt; a server needs a
+		 * positive timeout meanwhile. */
+		if (grpc_timeout_encode(left > 0.001 ? left : 0.001, timeout) == 0)
+			h2_headers_addf(h, "grpc-timeout", "%s", timeout);
 	}
-	if (call->throttles > 0) {
-		snprintf(call->throttle_header, sizeof(call->throttle_header),
-			 "%u", call->throttles);
-		add_nv(call, &n, "x-throttle-retry-attempt", call->throttle_header, 0);
-	}
-	if (timeout > 0 &&
-	    grpc_timeout_encode(timeout, call->timeout_header) == 0)
-		add_nv(call, &n, "grpc-timeout", call->timeout_header, 0);
-	return n;
 }
 
 static void
@@ -718,6 +701,7 @@ call_start_attempt(struct grpc_call *call)
 	uint8_t frame[GRPC_FRAME_HEADER_LEN];
 	struct grpc_status st;
 
+	call->retry_pending = 0;
 	if (call->opts.deadline > 0) {
 		double left = call->opts.deadline - util_now();
 
@@ -747,8 +731,7 @@ call_start_attempt(struct grpc_call *call)
 	grpc_frame_header(frame, (uint32_t)call->request_len);
 	evbuffer_add(call->stream.body, frame, sizeof(frame));
 	evbuffer_add(call->stream.body, call->request, call->request_len);
-	call->stream.nvlen = build_headers(call, timeout);
-	call->stream.nva = call->nva;
+	call->attempt_deadline = timeout > 0 ? util_now() + timeout : 0;
 	if (timeout > 0) {
 		struct timeval tv;
 
@@ -765,7 +748,6 @@ call_release(struct grpc_call *call)
 	struct grpc_client *client = call->client;
 
 	event_del(call->timer);
-	event_del(call->retry_timer);
 	TAILQ_REMOVE(&client->live, call, link);
 	TAILQ_INSERT_TAIL(&client->dead, call, link);
 	event_active(client->reap_ev, EV_TIMEOUT, 0);
@@ -822,22 +804,19 @@ call_new(struct grpc_client *client, const char *method,
 	call->response_type = response_type;
 	if (opts != NULL)
 		call->opts = *opts;
-	util_strlcpy(call->method, method, sizeof(call->method));
 	snprintf(call->path, sizeof(call->path), GRPC_PATH_PREFIX "%s", method);
+	call->method = call->path + strlen(GRPC_PATH_PREFIX);
 	snprintf(call->prefix, sizeof(call->prefix), "%s%s[call %u]",
 		 call->opts.log_prefix != NULL ? call->opts.log_prefix : "",
 		 call->opts.log_prefix != NULL ? " " : "", call->id);
 	call->opts.log_prefix = NULL; /* borrowed: not kept past this call */
 	call->request_len = protobuf_c_message_get_packed_size(request);
 	call->request = malloc(call->request_len + 1);
-	call->timer = evtimer_new(client->base, deadline_cb, call);
-	call->retry_timer = evtimer_new(client->base, retry_timer_cb, call);
+	call->timer = evtimer_new(client->base, timer_cb, call);
 	if (call->request == NULL || call->timer == NULL ||
-	    call->retry_timer == NULL || util_uuid4(call->idempotency_key) != 0) {
+	    util_uuid4(call->idempotency_key) != 0) {
 		if (call->timer != NULL)
 			event_free(call->timer);
-		if (call->retry_timer != NULL)
-			event_free(call->retry_timer);
 		free(call->request);
 		free(call);
 		return NULL;

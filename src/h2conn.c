@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -87,6 +88,39 @@ h2channel_options_default(struct h2channel_options *opts)
 	opts->ping_timeout = 20.0;
 	opts->connect_timeout = 30.0;
 	opts->max_connections = 16;
+}
+
+void
+h2_headers_add(struct h2_headers *h, const char *name, const char *value,
+	       uint8_t flags)
+{
+	nghttp2_nv *nv;
+
+	if (h->n >= H2_HEADERS_MAX)
+		return;
+	nv = &h->nv[h->n++];
+	nv->name = (uint8_t *)name;
+	nv->namelen = strlen(name);
+	nv->value = (uint8_t *)value;
+	nv->valuelen = strlen(value);
+	nv->flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | flags;
+}
+
+void
+h2_headers_addf(struct h2_headers *h, const char *name, const char *fmt, ...)
+{
+	size_t room = sizeof(h->scratch) - h->used;
+	char *value = h->scratch + h->used;
+	va_list ap;
+	int len;
+
+	va_start(ap, fmt);
+	len = vsnprintf(value, room, fmt, ap);
+	va_end(ap);
+	if (len < 0 || (size_t)len >= room)
+		return;
+	h->used += (size_t)len + 1;
+	h2_headers_add(h, name, value, 0);
 }
 
 void
@@ -713,6 +747,7 @@ conn_start_stream(struct h2conn *c, struct h2stream *s)
 {
 	struct h2slot *slot = calloc(1, sizeof(*slot));
 	nghttp2_data_provider provider;
+	struct h2_headers h;
 	int32_t id;
 
 	if (slot == NULL)
@@ -720,7 +755,10 @@ conn_start_stream(struct h2conn *c, struct h2stream *s)
 	slot->stream = s;
 	provider.source.ptr = slot;
 	provider.read_callback = body_read_cb;
-	id = nghttp2_submit_request(c->session, NULL, s->nva, s->nvlen,
+	h.n = 0;
+	h.used = 0;
+	s->ops->headers(s->arg, &h);
+	id = nghttp2_submit_request(c->session, NULL, h.nv, h.n,
 				    s->body != NULL ? &provider : NULL, slot);
 	if (id < 0) {
 		free(slot);

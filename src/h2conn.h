@@ -39,8 +39,29 @@ enum h2_block {
 	H2_BLOCK_TRAILERS,
 };
 
+/* The request headers of a stream, built on the stack just before it is
+ * submitted.  nghttp2 copies every value then, so a request waiting for a
+ * stream keeps no header memory.  Names are not copied: use literals. */
+#define H2_HEADERS_MAX 24
+struct h2_headers {
+	nghttp2_nv nv[H2_HEADERS_MAX];
+	size_t n;
+	char scratch[256]; /* values formatted by h2_headers_addf() */
+	size_t used;
+};
+
+void h2_headers_add(struct h2_headers *h, const char *name, const char *value,
+		    uint8_t flags);
+/* Add a header whose value is formatted into h->scratch.  A value that
+ * does not fit leaves the header out. */
+void h2_headers_addf(struct h2_headers *h, const char *name, const char *fmt,
+		     ...) __attribute__((format(printf, 3, 4)));
+
 /* Callbacks of one request.  None is called after h2stream_cancel(). */
 struct h2stream_ops {
+	/* Fill in the request headers; called when the stream is submitted
+	 * to a connection, which may be some time after h2channel_submit(). */
+	void (*headers)(void *arg, struct h2_headers *h);
 	void (*on_header)(void *arg, enum h2_block block, const uint8_t *name,
 			  size_t namelen, const uint8_t *value, size_t valuelen);
 	/* A header block is complete; end_stream tells whether it also ended
@@ -60,12 +81,10 @@ enum h2stream_state {
 };
 
 /* One request.  The caller allocates it (h2stream_init), fills in the
- * headers and body, submits it to a channel and owns it throughout. */
+ * body, submits it to a channel and owns it throughout. */
 struct h2stream {
 	const struct h2stream_ops *ops;
 	void *arg;
-	nghttp2_nv *nva; /* request headers; borrowed, must outlive the stream */
-	size_t nvlen;
 	struct evbuffer *body; /* request body; drained as it is sent */
 	enum h2stream_state state;
 	struct h2channel *channel; /* set by h2channel_submit */

@@ -45,8 +45,8 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 	log_error(job->prefix, "the job's deadline of %.0f s passed; cancelling",
 		  job->spec.deadline);
-	snprintf(job->reason, sizeof(job->reason),
-		 "the job's deadline of %.0f s passed", job->spec.deadline);
+	job_set_reason(job, "the job's deadline of %.0f s passed",
+		       job->spec.deadline);
 	job_cancel(job, JOB_EXIT_TIMEOUT, 0);
 }
 
@@ -137,6 +137,7 @@ job_free(struct job *job)
 	free(job->image_id);
 	free(job->sandbox_id);
 	free(job->result_exception);
+	free(job->reason);
 	jobspec_free(&job->spec);
 	free(job);
 }
@@ -240,6 +241,28 @@ job_wind_down(struct job *job)
 }
 
 void
+job_set_reason_v(struct job *job, const char *fmt, va_list ap)
+{
+	char *text = NULL;
+
+	/* Out of memory keeps the earlier reason, if any. */
+	if (vasprintf(&text, fmt, ap) < 0)
+		return;
+	free(job->reason);
+	job->reason = text;
+}
+
+void
+job_set_reason(struct job *job, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	job_set_reason_v(job, fmt, ap);
+	va_end(ap);
+}
+
+void
 job_fail(struct job *job, int exit_status, const char *fmt, ...)
 {
 	va_list ap;
@@ -247,11 +270,11 @@ job_fail(struct job *job, int exit_status, const char *fmt, ...)
 	if (job->state == JOB_DONE || job->state == JOB_FAILED)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(job->reason, sizeof(job->reason), fmt, ap);
+	job_set_reason_v(job, fmt, ap);
 	va_end(ap);
 	job->failed = 1;
 	job->exit_status = exit_status;
-	log_error(job->prefix, "%s", job->reason);
+	log_error(job->prefix, "%s", job_reason(job));
 	if (job->state == JOB_CANCELLING || job->state == JOB_SYNC) {
 		/* already on the way out: a failure here only adds the reason */
 		if (job->state == JOB_SYNC)
@@ -283,8 +306,8 @@ job_cancel(struct job *job, int exit_status, int skip_flush)
 	job->cancelled = 1;
 	job->failed = 1;
 	job->exit_status = exit_status;
-	if (job->reason[0] == '\0')
-		snprintf(job->reason, sizeof(job->reason), "cancelled by %s",
+	if (job->reason == NULL)
+		job_set_reason(job, "cancelled by %s",
 			 exit_status == JOB_EXIT_SIGINT    ? "SIGINT"
 			 : exit_status == JOB_EXIT_SIGTERM ? "SIGTERM"
 							   : "the engine");
@@ -470,5 +493,5 @@ job_log_bytes(const struct job *job)
 const char *
 job_reason(const struct job *job)
 {
-	return job->reason;
+	return job->reason != NULL ? job->reason : "";
 }

@@ -5,6 +5,7 @@
  * (RESOLVE), job_sandbox.c (CREATE to DRAINING, CANCELLING) and job_sync.c
  * (PACKAGE, SYNC). */
 
+#include <stdarg.h>
 #include <sys/queue.h>
 
 #include "job.h"
@@ -90,7 +91,7 @@ struct job {
 	/* the outcome */
 	int failed;
 	int exit_status;
-	char reason[1024];
+	char *reason;         /* why it failed; NULL until there is a reason */
 
 	/* PACKAGE and SYNC: transfers with the datastore */
 	struct s3_op *package_op;
@@ -98,17 +99,22 @@ struct job {
 	unsigned long uploaded_lines[3]; /* lines stored in the last upload */
 	struct s3_upload *log_upload[3];  /* one upload per stream at a time */
 	unsigned long log_upload_lines[3];
-	char log_tmp[3][256];
+	char *log_tmp[3];     /* snapshot being uploaded; NULL when none */
 	struct event *upload_timer;
 	double upload_interval;
 	int final_uploads;    /* SYNC waits for the last uploads */
 	struct s3_op *metadata_op;
-	char metadata_tmp[256];
+	char *metadata_tmp;
 	char *metadata_key;
 	int metadata_step;    /* 0 pointer file, 1 content-addressed blob */
 };
 
 void job_set_state(struct job *job, enum job_state state);
+/* Replace the job's failure reason. */
+void job_set_reason(struct job *job, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void job_set_reason_v(struct job *job, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 
 /* End the job without a task result: log reason, terminate a live sandbox,
  * store the logs, then FAILED with exit_status. */

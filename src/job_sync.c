@@ -36,26 +36,38 @@ job_needs_storage(const struct job *job)
 	       job->spec.metadata_url != NULL;
 }
 
+/* Create a temporary file; *path gets its allocated name. */
 static int
-temp_file(char *path, size_t len, const char *what)
+temp_file(char **path, const char *what)
 {
 	const char *dir = getenv("TMPDIR");
 	int fd;
 
-	snprintf(path, len, "%s/mfmodal-%s-XXXXXX",
-		 dir != NULL && *dir ? dir : "/tmp", what);
-	fd = mkstemp(path);
-	if (fd < 0)
-		path[0] = '\0';
+	*path = NULL;
+	if (asprintf(path, "%s/mfmodal-%s-XXXXXX",
+		     dir != NULL && *dir ? dir : "/tmp", what) < 0) {
+		*path = NULL;
+		errno = ENOMEM;
+		return -1;
+	}
+	fd = mkstemp(*path);
+	if (fd < 0) {
+		int saved = errno;
+
+		free(*path);
+		*path = NULL;
+		errno = saved;
+	}
 	return fd;
 }
 
 static void
-remove_temp(char *path)
+remove_temp(char **path)
 {
-	if (path[0] != '\0')
-		unlink(path);
-	path[0] = '\0';
+	if (*path != NULL)
+		unlink(*path);
+	free(*path);
+	*path = NULL;
 }
 
 /* PACKAGE */
@@ -158,7 +170,7 @@ on_log_upload(void *arg, const struct s3_error *err,
 	int fd = ls->fd;
 
 	job->log_upload[fd] = NULL;
-	remove_temp(job->log_tmp[fd]);
+	remove_temp(&job->log_tmp[fd]);
 	if (err->code != 0) {
 		/* The next upload writes the whole file again. */
 		log_warn(job->prefix, "storing the task's %s failed: %s",
@@ -187,13 +199,13 @@ log_upload_next(struct job *job, int fd)
 		 *prefix && prefix[strlen(prefix) - 1] != '/' ? "/" : "",
 		 job->spec.task.attempt, fd == 1 ? "stdout" : "stderr");
 	/* A copy, because the spool keeps growing while the upload reads. */
-	tmp = temp_file(job->log_tmp[fd], sizeof(job->log_tmp[fd]), "log");
+	tmp = temp_file(&job->log_tmp[fd], "log");
 	if (tmp >= 0)
 		close(tmp);
 	if (tmp < 0 || logsink_snapshot(job->sink, fd, job->log_tmp[fd]) != 0) {
 		log_warn(job->prefix, "cannot write a temporary log file: %s",
 			 strerror(errno));
-		remove_temp(job->log_tmp[fd]);
+		remove_temp(&job->log_tmp[fd]);
 		goto out;
 	}
 	job->log_upload_lines[fd] = logsink_lines(job->sink, fd);
@@ -202,7 +214,7 @@ log_upload_next(struct job *job, int fd)
 					     bucket, key, &opts, on_log_upload,
 					     &job->logs[fd]);
 	if (job->log_upload[fd] == NULL)
-		remove_temp(job->log_tmp[fd]);
+		remove_temp(&job->log_tmp[fd]);
 out:
 	free(bucket);
 	free(prefix);
@@ -251,7 +263,7 @@ job_storage_release(struct job *job)
 		if (job->log_upload[fd] != NULL)
 			s3_upload_detach(job->log_upload[fd]);
 		job->log_upload[fd] = NULL;
-		remove_temp(job->log_tmp[fd]);
+		remove_temp(&job->log_tmp[fd]);
 	}
 	if (job->package_upload != NULL)
 		s3_upload_detach(job->package_upload);
@@ -261,7 +273,7 @@ job_storage_release(struct job *job)
 	if (job->metadata_op != NULL)
 		s3_op_cancel(job->metadata_op);
 	job->package_op = job->metadata_op = NULL;
-	remove_temp(job->metadata_tmp);
+	remove_temp(&job->metadata_tmp);
 	free(job->metadata_key);
 	job->metadata_key = NULL;
 }
@@ -376,7 +388,7 @@ on_metadata_get(void *arg, const struct s3_error *err,
 	}
 	if (job->metadata_step == 0) {
 		job->metadata_key = read_metadata_pointer(job->metadata_tmp);
-		remove_temp(job->metadata_tmp);
+		remove_temp(&job->metadata_tmp);
 		if (job->metadata_key == NULL ||
 		    strspn(job->metadata_key, "0123456789abcdef") !=
 			    strlen(job->metadata_key) ||
@@ -432,7 +444,7 @@ metadata_fetch(struct job *job)
 		snprintf(key, sizeof(key), "%s/data/%.2s/%s", prefix,
 			 job->metadata_key, job->metadata_key);
 	}
-	fd = temp_file(job->metadata_tmp, sizeof(job->metadata_tmp), "metadata");
+	fd = temp_file(&job->metadata_tmp, "metadata");
 	if (fd >= 0)
 		close(fd);
 	job->metadata_op = s3_get_object(job->env.s3, bucket, key,
@@ -447,7 +459,7 @@ metadata_fetch(struct job *job)
 static void
 metadata_done(struct job *job)
 {
-	remove_temp(job->metadata_tmp);
+	remove_temp(&job->metadata_tmp);
 	job->metadata_step = 2;
 	sync_step(job);
 }
@@ -465,35 +477,34 @@ exit_from_result(struct job *job)
 	case MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_FAILURE:
 		job->exit_status = job->result_exitcode & 0xff;
 		if (job->exit_status != 0)
-			snprintf(job->reason, sizeof(job->reason),
-				 "the task in sandbox %s exited with status %d",
-				 sb, job->exit_status);
+			job_set_reason(job,
+				       "the task in sandbox %s exited with status %d",
+				       sb, job->exit_status);
 		break;
 	case MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TIMEOUT:
 		job->exit_status = JOB_EXIT_TIMEOUT;
-		snprintf(job->reason, sizeof(job->reason),
-			 "sandbox %s timed out after %u s (Modal TIMEOUT); exit "
-			 "status 124",
-			 sb, job->spec.timeout);
+		job_set_reason(job,
+			       "sandbox %s timed out after %u s (Modal TIMEOUT); "
+			       "exit status 124",
+			       sb, job->spec.timeout);
 		break;
 	case MODAL__CLIENT__GENERIC_RESULT__GENERIC_STATUS__GENERIC_STATUS_TERMINATED:
 		job->exit_status = JOB_EXIT_TERMINATED;
-		snprintf(job->reason, sizeof(job->reason),
-			 "sandbox %s was terminated by the platform (Modal "
-			 "TERMINATED), possibly for running out of memory; "
-			 "exit status 137%s%s",
-			 sb, *exc ? ": " : "", exc);
+		job_set_reason(job,
+			       "sandbox %s was terminated by the platform (Modal "
+			       "TERMINATED), possibly for running out of memory; "
+			       "exit status 137%s%s",
+			       sb, *exc ? ": " : "", exc);
 		break;
 	default:
 		job->failed = 1;
 		job->exit_status = JOB_EXIT_FAILURE;
-		snprintf(job->reason, sizeof(job->reason),
-			 "sandbox %s ended with Modal status %d%s%s", sb,
-			 job->result_status, *exc ? ": " : "", exc);
+		job_set_reason(job, "sandbox %s ended with Modal status %d%s%s",
+			       sb, job->result_status, *exc ? ": " : "", exc);
 		break;
 	}
 	if (job->exit_status != 0)
-		log_error(job->prefix, "%s", job->reason);
+		log_error(job->prefix, "%s", job_reason(job));
 }
 
 /* SYNC: the last log uploads, then the metadata, then the end.  Each
