@@ -50,7 +50,7 @@ s3_usage(FILE *out)
 		"Move files between this host and S3 with the engine's S3 client.\n"
 		"\n"
 		"Commands:\n"
-		"  put [--part-size MIB] [--parallel N] [--checksum crc32|md5|none]\n"
+		"  put [--part-size MIB] [--parallel N] [--checksum NAME]\n"
 		"      FILE s3://BUCKET/KEY    upload FILE (multipart from the part\n"
 		"                              size on), then check the stored size\n"
 		"  get [--range bytes=A-B] s3://BUCKET/KEY FILE\n"
@@ -67,8 +67,9 @@ s3_usage(FILE *out)
 		"                    [MFMODAL_S3_PART_SIZE]\n"
 		"  --parallel N      parts in flight, 1 to 256 (default %u)\n"
 		"                    [MFMODAL_S3_PARALLEL]\n"
-		"  --checksum NAME   checksum the server verifies per part: crc32\n"
-		"                    (default), md5 or none [MFMODAL_S3_CHECKSUM]\n"
+		"  --checksum NAME   checksum the server verifies per part: auto\n"
+		"                    (default: sha256 over http, crc32 over https),\n"
+		"                    crc32, sha256, md5 or none [MFMODAL_S3_CHECKSUM]\n"
 		"\n"
 		"Credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and\n"
 		"AWS_SESSION_TOKEN, or AWS_PROFILE in ~/.aws/credentials and\n"
@@ -468,7 +469,7 @@ cli_s3(const struct cli_globals *globals, int argc, char **argv)
 			if (s3_checksum_parse(optarg, &upload_opts.checksum) != 0) {
 				fprintf(stderr,
 					"mfmodal-engine: invalid --checksum '%s': "
-					"expected crc32, md5 or none\n",
+					"expected auto, crc32, sha256, md5 or none\n",
 					optarg);
 				return CLI_EXIT_USAGE;
 			}

@@ -25,7 +25,9 @@ const char *
 s3_checksum_name(enum s3_checksum checksum)
 {
 	switch (checksum) {
+	case S3_CHECKSUM_AUTO: return "auto";
 	case S3_CHECKSUM_CRC32: return "crc32";
+	case S3_CHECKSUM_SHA256: return "sha256";
 	case S3_CHECKSUM_MD5: return "md5";
 	case S3_CHECKSUM_NONE: return "none";
 	}
@@ -35,8 +37,10 @@ s3_checksum_name(enum s3_checksum checksum)
 int
 s3_checksum_parse(const char *name, enum s3_checksum *checksum)
 {
-	static const enum s3_checksum all[] = {S3_CHECKSUM_CRC32, S3_CHECKSUM_MD5,
-					       S3_CHECKSUM_NONE};
+	static const enum s3_checksum all[] = {
+		S3_CHECKSUM_AUTO, S3_CHECKSUM_CRC32, S3_CHECKSUM_SHA256,
+		S3_CHECKSUM_MD5, S3_CHECKSUM_NONE,
+	};
 
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
 		if (strcasecmp(name, s3_checksum_name(all[i])) == 0) {
@@ -45,6 +49,27 @@ s3_checksum_parse(const char *name, enum s3_checksum *checksum)
 		}
 	}
 	return -1;
+}
+
+const char *
+s3_checksum_algorithm(enum s3_checksum checksum)
+{
+	switch (checksum) {
+	case S3_CHECKSUM_CRC32: return "CRC32";
+	case S3_CHECKSUM_SHA256: return "SHA256";
+	default: return NULL;
+	}
+}
+
+const char *
+s3_checksum_header(enum s3_checksum checksum)
+{
+	switch (checksum) {
+	case S3_CHECKSUM_CRC32: return "x-amz-checksum-crc32";
+	case S3_CHECKSUM_SHA256: return "x-amz-checksum-sha256";
+	case S3_CHECKSUM_MD5: return "Content-MD5";
+	default: return NULL;
+	}
 }
 
 void
@@ -117,7 +142,7 @@ s3_upload_options_default(struct s3_upload_options *opts)
 	memset(opts, 0, sizeof(*opts));
 	opts->part_size = S3_DEFAULT_PART_SIZE;
 	opts->parallelism = S3_DEFAULT_PARALLELISM;
-	opts->checksum = S3_CHECKSUM_CRC32;
+	opts->checksum = S3_CHECKSUM_AUTO;
 	opts->max_parts = S3_MAX_PARTS;
 }
 
@@ -147,8 +172,8 @@ s3_upload_options_from_env(struct s3_upload_options *opts, char *err,
 	if (checksum != NULL && *checksum != '\0' &&
 	    s3_checksum_parse(checksum, &opts->checksum) != 0) {
 		snprintf(err, errlen,
-			 "invalid MFMODAL_S3_CHECKSUM '%s': expected crc32, md5 "
-			 "or none",
+			 "invalid MFMODAL_S3_CHECKSUM '%s': expected auto, crc32, "
+			 "sha256, md5 or none",
 			 checksum);
 		return ENGINE_ERR_CONFIG;
 	}
@@ -440,6 +465,18 @@ s3_client_free(struct s3_client *client)
 		SSL_CTX_free(client->ssl_ctx);
 	aws_config_free(&client->cfg);
 	free(client);
+}
+
+/* SHA-256 over plain HTTP, because SigV4 already hashes every body there
+ * and the checksum reuses that digest.  Over https the payload is unsigned,
+ * so CRC32, the cheaper pass, is the checksum.  Requests without a custom
+ * endpoint go to AWS over https (s3_client_route()). */
+enum s3_checksum
+s3_client_default_checksum(const struct s3_client *client)
+{
+	if (client->custom_endpoint && !client->endpoint.tls)
+		return S3_CHECKSUM_SHA256;
+	return S3_CHECKSUM_CRC32;
 }
 
 long

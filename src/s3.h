@@ -45,12 +45,17 @@ struct s3_upload;
  * to verify.  Over plain HTTP the SigV4 payload hash (SHA-256) is sent and
  * checked by S3 as well. */
 enum s3_checksum {
-	S3_CHECKSUM_CRC32, /* x-amz-checksum-crc32 (zlib's crc32) */
-	S3_CHECKSUM_MD5,   /* Content-MD5 */
+	/* sha256 over a plain HTTP endpoint, where SigV4 computes the digest
+	 * anyway, else crc32.  s3_upload_file() resolves it. */
+	S3_CHECKSUM_AUTO,
+	S3_CHECKSUM_CRC32,  /* x-amz-checksum-crc32 (zlib's crc32) */
+	S3_CHECKSUM_SHA256, /* x-amz-checksum-sha256 */
+	S3_CHECKSUM_MD5,    /* Content-MD5 */
 	S3_CHECKSUM_NONE,
 };
 const char *s3_checksum_name(enum s3_checksum checksum);
-/* Parse "crc32", "md5" or "none"; returns 0 or -1. */
+/* Parse "auto", "crc32", "sha256", "md5" or "none", in any case.  Returns 0,
+ * or -1 for any other name. */
 int s3_checksum_parse(const char *name, enum s3_checksum *checksum);
 
 struct s3_client_options {

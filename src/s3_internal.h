@@ -34,7 +34,8 @@ struct s3_req_spec {
 	int body_fd;
 	uint64_t body_offset;
 	uint64_t body_length;
-	enum s3_checksum checksum; /* for a file body: the header to add */
+	/* The checksum header to add to a file body, never S3_CHECKSUM_AUTO. */
+	enum s3_checksum checksum;
 	/* >= 0: a 2xx response body goes to this file from offset 0,
 	 * truncated again before each attempt. */
 	int sink_fd;
@@ -113,6 +114,16 @@ int s3_client_route(struct s3_client *client, const char *bucket,
  * AWS_ENDPOINT_URL)" or "AWS region eu-west-1 (from AWS_REGION)". */
 void s3_client_describe_endpoint(const struct s3_client *client, char *out,
 				 size_t outlen);
+
+/* S3's name of a checksum algorithm, "CRC32" or "SHA256", as in the
+ * x-amz-checksum-algorithm header and the <ChecksumCRC32> element.  Returns
+ * NULL for md5, none and auto. */
+const char *s3_checksum_algorithm(enum s3_checksum checksum);
+/* The request header that carries the checksum.  S3 also echoes it in the
+ * response for CRC32 and SHA256.  Returns NULL for none and auto. */
+const char *s3_checksum_header(enum s3_checksum checksum);
+/* The checksum that S3_CHECKSUM_AUTO resolves to on this client's endpoint. */
+enum s3_checksum s3_client_default_checksum(const struct s3_client *client);
 
 /* Fill err with a message for a failed request: the operation, s3://bucket/key
  * and detail, the cause, the attempts, and a hint for the S3 error code. */

@@ -54,7 +54,7 @@ struct upload_part {
 	uint64_t sent;       /* body bytes of the attempt in flight */
 	struct s3_req *req;  /* while in flight */
 	char *etag;          /* exactly as the last successful attempt returned it */
-	char checksum[48];   /* the x-amz-checksum-crc32 value sent */
+	char checksum[48];   /* the checksum header value sent */
 	char detail[48];     /* "part 3 of 12" */
 	int done;
 };
@@ -292,17 +292,17 @@ upload_start_verify(struct s3_upload *up)
 
 /* Single PutObject. */
 
-/* S3 returns the checksum it computed; a different value means the body
- * was damaged on the way even though the server accepted it. */
+/* S3 returns the CRC32 or SHA-256 it computed.  A different value means the
+ * body was damaged on the way even though the server accepted it. */
 static int
 checksum_echo_differs(const struct s3_upload *up, const struct s3_resp *resp,
 		      const char *sent)
 {
 	const char *echo;
 
-	if (up->opts.checksum != S3_CHECKSUM_CRC32 || sent[0] == '\0')
+	if (s3_checksum_algorithm(up->opts.checksum) == NULL || sent[0] == '\0')
 		return 0;
-	echo = s3_resp_header(resp, "x-amz-checksum-crc32");
+	echo = s3_resp_header(resp, s3_checksum_header(up->opts.checksum));
 	return echo != NULL && strcmp(echo, sent) != 0;
 }
 
@@ -321,10 +321,10 @@ put_done(void *arg, const struct s3_error *err, const struct s3_resp *resp)
 	}
 	if (checksum_echo_differs(up, resp, resp->checksum_value)) {
 		snprintf(message, sizeof(message),
-			 "PutObject s3://%s/%s: the server's CRC32 %s differs from "
+			 "PutObject s3://%s/%s: the server's %s %s differs from "
 			 "the file's %s",
-			 up->bucket, up->key,
-			 s3_resp_header(resp, "x-amz-checksum-crc32"),
+			 up->bucket, up->key, s3_checksum_algorithm(up->opts.checksum),
+			 s3_resp_header(resp, s3_checksum_header(up->opts.checksum)),
 			 resp->checksum_value);
 		upload_record_failure(up, ENGINE_ERR_PROTOCOL, message);
 		upload_finish(up);
@@ -501,6 +501,7 @@ complete_done(void *arg, const struct s3_error *err, const struct s3_resp *resp)
 static struct evbuffer *
 complete_body(struct s3_upload *up)
 {
+	const char *algorithm = s3_checksum_algorithm(up->opts.checksum);
 	struct evbuffer *body = evbuffer_new();
 	int rc = 0;
 
@@ -515,9 +516,10 @@ complete_body(struct s3_upload *up)
 					  part->number) < 0;
 		rc |= s3_xml_append_escaped(body, part->etag);
 		rc |= evbuffer_add_printf(body, "</ETag>") < 0;
-		if (up->opts.checksum == S3_CHECKSUM_CRC32)
-			rc |= evbuffer_add_printf(body, "<ChecksumCRC32>%s</ChecksumCRC32>",
-						  part->checksum) < 0;
+		if (algorithm != NULL)
+			rc |= evbuffer_add_printf(body, "<Checksum%s>%s</Checksum%s>",
+						  algorithm, part->checksum,
+						  algorithm) < 0;
 		rc |= evbuffer_add_printf(body, "</Part>") < 0;
 	}
 	rc |= evbuffer_add_printf(body, "</CompleteMultipartUpload>") < 0;
@@ -605,10 +607,11 @@ part_done(void *arg, const struct s3_error *err, const struct s3_resp *resp)
 	}
 	if (checksum_echo_differs(up, resp, resp->checksum_value)) {
 		snprintf(message, sizeof(message),
-			 "UploadPart s3://%s/%s (%s): the server's CRC32 %s differs "
+			 "UploadPart s3://%s/%s (%s): the server's %s %s differs "
 			 "from the file's %s",
 			 up->bucket, up->key, part->detail,
-			 s3_resp_header(resp, "x-amz-checksum-crc32"),
+			 s3_checksum_algorithm(up->opts.checksum),
+			 s3_resp_header(resp, s3_checksum_header(up->opts.checksum)),
 			 resp->checksum_value);
 		upload_record_failure(up, ENGINE_ERR_PROTOCOL, message);
 		upload_fail(up);
@@ -723,16 +726,17 @@ create_done(void *arg, const struct s3_error *err, const struct s3_resp *resp)
 static void
 upload_start_create(struct s3_upload *up)
 {
+	const char *algorithm = s3_checksum_algorithm(up->opts.checksum);
 	struct s3_req_spec spec;
 
 	upload_set_state(up, UPLOAD_CREATING);
 	s3_req_spec_init(&spec, "CreateMultipartUpload", "POST", up->bucket, up->key);
 	spec.query[spec.nquery++] = (struct sigv4_param){"uploads", ""};
-	/* With CRC32, S3 requires the algorithm at creation and each part's
-	 * checksum in the Complete request. */
-	if (up->opts.checksum == S3_CHECKSUM_CRC32)
+	/* With CRC32 or SHA256, S3 requires the algorithm at creation and each
+	 * part's checksum in the Complete request. */
+	if (algorithm != NULL)
 		spec.headers[spec.nheaders++] =
-			(struct sigv4_param){"x-amz-checksum-algorithm", "CRC32"};
+			(struct sigv4_param){"x-amz-checksum-algorithm", algorithm};
 	spec.expect_root = "InitiateMultipartUploadResult";
 	/* NOTE: when a response is lost and the request is retried, the
 	 * server may hold a first upload that nothing aborts.  Nothing
@@ -822,6 +826,8 @@ s3_upload_file(struct s3_client *client, const char *path, const char *bucket,
 	up->cb = cb;
 	up->arg = arg;
 	up->opts = *opts;
+	if (up->opts.checksum == S3_CHECKSUM_AUTO)
+		up->opts.checksum = s3_client_default_checksum(client);
 	if (up->opts.part_size == 0)
 		up->opts.part_size = S3_DEFAULT_PART_SIZE;
 	if (up->opts.parallelism == 0)
@@ -840,9 +846,11 @@ s3_upload_file(struct s3_client *client, const char *path, const char *bucket,
 		upload_finish(up);
 		return up;
 	}
-	log_debug(up->prefix, "uploading %s (%llu bytes) to s3://%s/%s: %s",
+	log_debug(up->prefix, "uploading %s (%llu bytes) to s3://%s/%s: %s, "
+		  "checksum %s",
 		  path, (unsigned long long)up->size, bucket, key,
-		  up->nparts == 0 ? "one PutObject" : "multipart");
+		  up->nparts == 0 ? "one PutObject" : "multipart",
+		  s3_checksum_name(up->opts.checksum));
 	if (up->nparts == 0)
 		upload_start_put(up);
 	else

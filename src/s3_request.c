@@ -277,18 +277,27 @@ req_needs_hashing(const struct s3_req *req)
 	       (!req->tls || req->spec.checksum != S3_CHECKSUM_NONE);
 }
 
+/* One SHA-256 pass serves both the SigV4 payload hash, which is signed
+ * over plain HTTP only, and the sha256 checksum. */
+static int
+req_needs_sha256(const struct s3_req *req)
+{
+	return !req->tls || req->spec.checksum == S3_CHECKSUM_SHA256;
+}
+
 static void
 hash_finish(struct s3_req *req)
 {
 	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
+	unsigned char sha256[EVP_MAX_MD_SIZE], md5[EVP_MAX_MD_SIZE];
+	unsigned int sha256_len = 0, md5_len = 0;
 
-	if (req->sha256 != NULL) {
-		EVP_DigestFinal_ex(req->sha256, md, &mdlen);
-		for (unsigned int i = 0; i < 32 && i < mdlen; i++) {
-			req->payload_hash[2 * i] = hex[md[i] >> 4];
-			req->payload_hash[2 * i + 1] = hex[md[i] & 0x0f];
+	if (req->sha256 != NULL)
+		EVP_DigestFinal_ex(req->sha256, sha256, &sha256_len);
+	if (!req->tls) {
+		for (unsigned int i = 0; i < 32 && i < sha256_len; i++) {
+			req->payload_hash[2 * i] = hex[sha256[i] >> 4];
+			req->payload_hash[2 * i + 1] = hex[sha256[i] & 0x0f];
 		}
 		req->payload_hash[64] = '\0';
 	} else {
@@ -303,9 +312,12 @@ hash_finish(struct s3_req *req)
 		};
 
 		base64_encode(be, 4, req->checksum_value, sizeof(req->checksum_value));
+	} else if (req->spec.checksum == S3_CHECKSUM_SHA256) {
+		base64_encode(sha256, sha256_len, req->checksum_value,
+			      sizeof(req->checksum_value));
 	} else if (req->spec.checksum == S3_CHECKSUM_MD5) {
-		EVP_DigestFinal_ex(req->md5, md, &mdlen);
-		base64_encode(md, mdlen, req->checksum_value,
+		EVP_DigestFinal_ex(req->md5, md5, &md5_len);
+		base64_encode(md5, md5_len, req->checksum_value,
 			      sizeof(req->checksum_value));
 	}
 	hash_buffer_put(req->client, req->hash_buf);
@@ -362,7 +374,7 @@ hash_begin(struct s3_req *req)
 		req->hash_buf = hash_buffer_get(req->client);
 	if (req->hash_buf == NULL)
 		return ENGINE_ERR_NOMEM;
-	if (!req->tls) {
+	if (req_needs_sha256(req)) {
 		if (req->sha256 == NULL)
 			req->sha256 = EVP_MD_CTX_new();
 		if (req->sha256 == NULL ||
@@ -832,7 +844,7 @@ req_send(struct s3_req *req)
 	struct sigv4_signature sig;
 	char amz_date[17], day[9];
 	char *target = NULL;
-	const char *checksum_header = NULL;
+	const char *checksum_header;
 	time_t now = time(NULL) + client->clock_offset;
 	size_t n = 0;
 	int rc;
@@ -844,12 +856,10 @@ req_send(struct s3_req *req)
 	if (client->creds.session_token != NULL)
 		headers[n++] = (struct sigv4_param){"x-amz-security-token",
 						    client->creds.session_token};
-	if (req->spec.body_fd >= 0 && req->checksum_value[0] != '\0') {
-		checksum_header = req->spec.checksum == S3_CHECKSUM_CRC32
-					  ? "x-amz-checksum-crc32"
-					  : "Content-MD5";
+	checksum_header = s3_checksum_header(req->spec.checksum);
+	if (req->spec.body_fd >= 0 && req->checksum_value[0] != '\0' &&
+	    checksum_header != NULL)
 		headers[n++] = (struct sigv4_param){checksum_header, req->checksum_value};
-	}
 	for (size_t i = 0; i < req->spec.nheaders; i++)
 		headers[n++] = req->spec.headers[i];
 

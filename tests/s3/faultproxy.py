@@ -8,9 +8,9 @@ the engine's https path runs against moto too.
 
 What it adds to moto 5.2.5, which stores bodies without checking them:
 
-* checksums: Content-MD5, x-amz-checksum-crc32 and a signed
-  x-amz-content-sha256 are compared with the body, and a mismatch is
-  answered as S3 answers it (400 BadDigest or XAmzContentSHA256Mismatch);
+* checksums: Content-MD5, x-amz-checksum-crc32, x-amz-checksum-sha256 and
+  a signed x-amz-content-sha256 are compared with the body, and a mismatch
+  is answered as S3 answers it (400 BadDigest or XAmzContentSHA256Mismatch);
 * a server clock: with ``clock_offset`` set, the Date header of every
   response is shifted, and requests whose x-amz-date is more than 15 minutes
   from that clock get 403 RequestTimeTooSkewed, as from S3.
@@ -37,11 +37,20 @@ class ResetConnection(Exception):
 
 
 @dataclass
+class Connection:
+    """One client connection: its number (1 for the first accepted) and
+    whether to close it when the next request arrives."""
+    number: int
+    close_on_next_request: bool = False
+
+
+@dataclass
 class Request:
     method: str
     target: str
     headers: list
     body: bytes = b""
+    connection: Connection = None
 
     def header(self, name):
         name = name.lower()
@@ -111,7 +120,9 @@ class Record:
     sha256: str
     md5_b64: str
     crc32_b64: str
+    sha256_b64: str
     text: str = ""  # the body, when it is small enough to keep
+    connection: int = 0  # the client connection's number
     status: int = 0
     answered_by: str = "moto"
     error_code: str = ""
@@ -130,6 +141,10 @@ def error_response(status, code, message, extra=""):
 
 def crc32_b64(data):
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def sha256_b64(data):
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 # Actions for rules.  Each is an async function (proxy, request) that returns
@@ -155,6 +170,16 @@ def respond_slowly(status, pieces, interval):
 def reset():
     async def action(proxy, req):
         raise ResetConnection()
+    return action
+
+
+def close_on_next_request():
+    """Handle the request normally and keep the connection open, then close
+    it cleanly (a FIN, no reply) once the next request on it has arrived
+    whole, as a server does when its idle timeout races a new request."""
+    async def action(proxy, req):
+        req.connection.close_on_next_request = True
+        return None
     return action
 
 
@@ -298,8 +323,9 @@ class FaultProxy:
             headers={k.lower(): v for k, v in req.headers},
             body_length=len(body), sha256=hashlib.sha256(body).hexdigest(),
             md5_b64=base64.b64encode(hashlib.md5(body).digest()).decode(),
-            crc32_b64=crc32_b64(body),
-            text=body.decode("utf-8", "replace") if len(body) < 65536 else "")
+            crc32_b64=crc32_b64(body), sha256_b64=sha256_b64(body),
+            text=body.decode("utf-8", "replace") if len(body) < 65536 else "",
+            connection=req.connection.number)
         with self._lock:
             self.records.append(record)
         return record
@@ -345,6 +371,11 @@ class FaultProxy:
             return error_response(
                 400, "BadDigest",
                 "The CRC32 you specified did not match the calculated checksum.")
+        sha256 = req.header("x-amz-checksum-sha256")
+        if sha256 and sha256 != sha256_b64(req.body):
+            return error_response(
+                400, "BadDigest",
+                "The SHA256 you specified did not match the calculated checksum.")
         return None
 
     # Forwarding.
@@ -433,6 +464,7 @@ class FaultProxy:
     async def _handle(self, reader, writer):
         with self._lock:
             self.connections += 1
+            connection = Connection(self.connections)
         try:
             while True:
                 try:
@@ -442,7 +474,8 @@ class FaultProxy:
                 request_line, *header_lines = head.decode("latin-1").split("\r\n")
                 method, target, _ = request_line.split(" ", 2)
                 headers = [tuple(h.split(":", 1)) for h in header_lines if ":" in h]
-                req = Request(method, target, [(k.strip(), v.strip()) for k, v in headers])
+                req = Request(method, target, [(k.strip(), v.strip()) for k, v in headers],
+                              connection=connection)
                 length = int(req.header("content-length") or 0)
                 if self._take_rule(req, cut=True) is not None:
                     await reader.readexactly(length // 2)
@@ -450,6 +483,11 @@ class FaultProxy:
                     writer.transport.abort()
                     return
                 req.body = await reader.readexactly(length)
+                if connection.close_on_next_request:
+                    # The whole request has been read, so the close below
+                    # sends a FIN and not a reset.
+                    self._record(req).answered_by = "closed"
+                    return
                 rule = self._take_rule(req, cut=False)
                 record = self._record(req)  # as the engine sent it
                 resp = None

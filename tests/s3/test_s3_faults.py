@@ -8,8 +8,8 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 from s3helpers import MIB, file_sha256, incomplete_uploads, make_file, object_sha256
-from faultproxy import (corrupt, cut_response, delay, error_body, forward_then,
-                        reset, respond, respond_slowly)
+from faultproxy import (close_on_next_request, corrupt, cut_response, delay,
+                        error_body, forward_then, reset, respond, respond_slowly)
 
 SIZE = 21 * MIB  # five parts of 5 MiB: 5, 5, 5, 5 and 1
 
@@ -28,6 +28,14 @@ def part(n):
 
 def op(name):
     return lambda r: r.operation == name
+
+
+def default_checksum(proxy, record):
+    """The header and value of the checksum sent by default: SHA-256 over
+    plain HTTP, CRC32 over TLS."""
+    if proxy.ssl_context is None:
+        return "x-amz-checksum-sha256", record.sha256_b64
+    return "x-amz-checksum-crc32", record.crc32_b64
 
 
 def upload(engine, bucket, tmp_path, size=SIZE, key="k", extra=(), env=None, prefix=()):
@@ -57,8 +65,9 @@ def test_slowdown_on_part_retried(route, s3, bucket, tmp_path):
     assert len(attempts) == 5
     # Every retry sends the whole part again, with its checksum.
     assert [a.body_length for a in attempts] == [5 * MIB] * 5
-    assert len({a.crc32_b64 for a in attempts}) == 1
-    assert attempts[0].headers["x-amz-checksum-crc32"] == attempts[0].crc32_b64
+    assert len({a.sha256 for a in attempts}) == 1
+    header, value = default_checksum(proxy, attempts[0])
+    assert attempts[0].headers[header] == value
     assert put.stderr.count("retrying") == 4
     assert "(part 2 of 5): HTTP 503 SlowDown: Please reduce your request rate." in put.stderr
     assert object_sha256(s3, bucket, "k") == digest
@@ -202,6 +211,30 @@ def test_connection_reset_on_part(route, s3, bucket, tmp_path):
     assert object_sha256(s3, bucket, "k") == digest
 
 
+def test_stale_keepalive_resent_quietly(route, s3, bucket, tmp_path):
+    # With one part in flight every request reuses one connection, which
+    # the server closes once part 2 has arrived on it.
+    engine, proxy = route
+    proxy.add_rule(part(1), close_on_next_request())
+
+    put, digest = upload(engine, bucket, tmp_path, extra=("--parallel", "1"))
+
+    assert put.returncode == 0, put.stderr
+    assert put.stderr == ""
+    (first_part,) = proxy.find("UploadPart", 1)
+    closed, resent = proxy.find("UploadPart", 2)
+    assert first_part.status == 200
+    assert closed.answered_by == "closed"
+    assert closed.connection == first_part.connection
+    assert resent.status == 200
+    assert resent.connection != closed.connection
+    assert resent.body_length == closed.body_length
+    assert resent.sha256 == closed.sha256
+    assert [r.answered_by for r in proxy.records].count("closed") == 1
+    assert object_sha256(s3, bucket, "k") == digest
+    assert incomplete_uploads(s3, bucket) == []
+
+
 def test_cut_mid_body(route, s3, bucket, tmp_path):
     engine, proxy = route
     proxy.add_cut(part(4))
@@ -214,8 +247,12 @@ def test_cut_mid_body(route, s3, bucket, tmp_path):
     assert incomplete_uploads(s3, bucket) == []
 
 
-@pytest.mark.parametrize("checksum", ["crc32", "md5"])
-def test_corrupted_part_rejected_and_resent(route, s3, bucket, tmp_path, checksum):
+@pytest.mark.parametrize("checksum,header", [
+    ("crc32", "x-amz-checksum-crc32"),
+    ("md5", "content-md5"),
+    ("sha256", "x-amz-checksum-sha256"),
+])
+def test_corrupted_part_rejected_and_resent(route, s3, bucket, tmp_path, checksum, header):
     engine, proxy = route
     proxy.add_rule(part(2), corrupt())
 
@@ -223,6 +260,8 @@ def test_corrupted_part_rejected_and_resent(route, s3, bucket, tmp_path, checksu
 
     assert put.returncode == 0, put.stderr
     first, second = proxy.find("UploadPart", 2)
+    assert header in first.headers
+    assert second.headers[header] == first.headers[header]
     signed = first.headers["x-amz-content-sha256"] != "UNSIGNED-PAYLOAD"
     # Over HTTP the signed SHA-256 catches the damage first; over TLS the
     # part checksum does.
@@ -310,8 +349,32 @@ def test_unquoted_etag_kept_as_received(proxied_engine, proxy, s3, bucket, tmp_p
     assert len(etags) == 5
     assert all(re.fullmatch(r"[0-9a-f]{32}", e) for e in etags)
     assert "&quot;" not in complete
-    assert len(re.findall(r"<ChecksumCRC32>[A-Za-z0-9+/=]{8}</ChecksumCRC32>", complete)) == 5
+    assert len(re.findall(r"<ChecksumSHA256>[A-Za-z0-9+/]{43}=</ChecksumSHA256>", complete)) == 5
     assert object_sha256(s3, bucket, "k") == digest
+
+
+@pytest.mark.parametrize("checksum,header", [
+    ("crc32", "x-amz-checksum-crc32"),
+    ("sha256", "x-amz-checksum-sha256"),
+])
+def test_checksum_echo_mismatch_fails(proxied_engine, proxy, s3, bucket, tmp_path,
+                                      checksum, header):
+    # The server accepted part 2 but returns a checksum other than the one
+    # sent: the part was damaged on the way, so the upload must not complete.
+    def wrong_echo(resp):
+        resp.headers.append((header, "AAAAAA=="))
+    proxy.add_rule(part(2), forward_then(wrong_echo))
+
+    put, _ = upload(proxied_engine, bucket, tmp_path, extra=("--checksum", checksum))
+
+    assert put.returncode == 1
+    (sent,) = proxy.find("UploadPart", 2)
+    assert (f"(part 2 of 5): the server's {checksum.upper()} AAAAAA== differs "
+            f"from the file's {sent.headers[header]}") in put.stderr
+    assert proxy.find("CompleteMultipartUpload") == []
+    assert len(proxy.find("AbortMultipartUpload")) == 1
+    assert incomplete_uploads(s3, bucket) == []
+    assert_object_missing(s3, bucket)
 
 
 def test_quoted_etag_written_literally(proxied_engine, proxy, s3, bucket, tmp_path):

@@ -186,7 +186,17 @@ def test_parallel_parts_share_connections(proxied_engine, proxy, s3, bucket, tmp
     assert proxy.connections <= 4
 
 
+def completed_checksums(complete, algorithm):
+    """The (part number, checksum) pairs that a CompleteMultipartUpload body
+    lists for algorithm, such as "SHA256"."""
+    return [(int(number), value) for number, value in re.findall(
+        rf"<PartNumber>(\d+)</PartNumber><ETag>[^<]*</ETag>"
+        rf"<Checksum{algorithm}>([^<]*)</Checksum{algorithm}>", complete.text)]
+
+
 def test_payload_hash_and_checksums_http(proxied_engine, proxy, s3, bucket, tmp_path):
+    # The default over plain HTTP: the SigV4 payload hash and the SHA-256
+    # checksum come from one digest, and no CRC32 is sent.
     src = tmp_path / "src.bin"
     make_file(src, 11 * MIB, seed=4)
 
@@ -194,28 +204,112 @@ def test_payload_hash_and_checksums_http(proxied_engine, proxy, s3, bucket, tmp_
 
     assert put.returncode == 0, put.stderr
     create = proxy.find("CreateMultipartUpload")[0]
-    assert create.headers["x-amz-checksum-algorithm"] == "CRC32"
-    parts = proxy.find("UploadPart")
-    assert [r.body_length for r in sorted(parts, key=lambda r: r.part_number)] == [
-        5 * MIB, 5 * MIB, 1 * MIB]
+    assert create.headers["x-amz-checksum-algorithm"] == "SHA256"
+    parts = sorted(proxy.find("UploadPart"), key=lambda r: r.part_number)
+    assert [r.body_length for r in parts] == [5 * MIB, 5 * MIB, 1 * MIB]
     for record in parts:
         assert record.headers["x-amz-content-sha256"] == record.sha256
-        assert record.headers["x-amz-checksum-crc32"] == record.crc32_b64
+        assert record.headers["x-amz-checksum-sha256"] == record.sha256_b64
+        assert "x-amz-checksum-crc32" not in record.headers
         assert "x-amz-date" in record.headers["authorization"]
     complete = proxy.find("CompleteMultipartUpload")[0]
     assert complete.headers["x-amz-content-sha256"] == complete.sha256
+    assert completed_checksums(complete, "SHA256") == [
+        (r.part_number, r.sha256_b64) for r in parts]
+    assert "ChecksumCRC32" not in complete.text
 
 
 def test_unsigned_payload_over_tls(tls_engine, tls_proxy, s3, bucket, tmp_path):
+    # The default over TLS: CRC32, since no SHA-256 is computed for the
+    # unsigned payload.
     src = tmp_path / "src.bin"
     make_file(src, 6 * MIB, seed=5)
 
     put = tls_engine.run("put", "--part-size", "5", src, f"s3://{bucket}/k")
 
     assert put.returncode == 0, put.stderr
-    for record in tls_proxy.find("UploadPart"):
+    create = tls_proxy.find("CreateMultipartUpload")[0]
+    assert create.headers["x-amz-checksum-algorithm"] == "CRC32"
+    parts = sorted(tls_proxy.find("UploadPart"), key=lambda r: r.part_number)
+    assert len(parts) == 2
+    for record in parts:
         assert record.headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
         assert record.headers["x-amz-checksum-crc32"] == record.crc32_b64
+        assert "x-amz-checksum-sha256" not in record.headers
+    complete = tls_proxy.find("CompleteMultipartUpload")[0]
+    assert completed_checksums(complete, "CRC32") == [
+        (r.part_number, r.crc32_b64) for r in parts]
+
+
+@pytest.mark.parametrize("size", [3 * MIB, 11 * MIB], ids=["single", "multipart"])
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_sha256_checksum_roundtrip(proxied_engine, proxy, tls_engine, tls_proxy, s3,
+                                   bucket, tmp_path, scheme, size):
+    engine, used = (proxied_engine, proxy) if scheme == "http" else (tls_engine, tls_proxy)
+    src = tmp_path / "src.bin"
+    digest = make_file(src, size, seed=11)
+
+    put = engine.run("put", "--part-size", "5", "--checksum", "sha256", src,
+                     f"s3://{bucket}/k")
+
+    assert put.returncode == 0, put.stderr
+    assert put.stderr == ""
+    bodies = sorted(used.find("UploadPart") + used.find("PutObject"),
+                    key=lambda r: r.part_number or 0)
+    assert len(bodies) == (1 if size < 5 * MIB else 3)
+    for record in bodies:
+        assert record.status == 200
+        assert record.headers["x-amz-checksum-sha256"] == record.sha256_b64
+        assert "x-amz-checksum-crc32" not in record.headers
+        # Over TLS the checksum is computed, but the payload stays unsigned.
+        payload = record.sha256 if scheme == "http" else "UNSIGNED-PAYLOAD"
+        assert record.headers["x-amz-content-sha256"] == payload
+    if size >= 5 * MIB:
+        create = used.find("CreateMultipartUpload")[0]
+        assert create.headers["x-amz-checksum-algorithm"] == "SHA256"
+        complete = used.find("CompleteMultipartUpload")[0]
+        assert completed_checksums(complete, "SHA256") == [
+            (r.part_number, r.sha256_b64) for r in bodies]
+    assert object_sha256(s3, bucket, "k") == digest
+
+    dst = tmp_path / "dst.bin"
+    get = engine.run("get", f"s3://{bucket}/k", dst)
+    assert get.returncode == 0, get.stderr
+    assert file_sha256(dst) == digest
+
+
+def test_explicit_crc32_over_http(proxied_engine, proxy, s3, bucket, tmp_path):
+    # A choice made in the environment wins over the default for the scheme.
+    src = tmp_path / "src.bin"
+    digest = make_file(src, 6 * MIB, seed=12)
+
+    put = proxied_engine.run("put", "--part-size", "5", src, f"s3://{bucket}/k",
+                             env={"MFMODAL_S3_CHECKSUM": "crc32"})
+
+    assert put.returncode == 0, put.stderr
+    create = proxy.find("CreateMultipartUpload")[0]
+    assert create.headers["x-amz-checksum-algorithm"] == "CRC32"
+    parts = proxy.find("UploadPart")
+    assert len(parts) == 2
+    for record in parts:
+        assert record.headers["x-amz-checksum-crc32"] == record.crc32_b64
+        assert "x-amz-checksum-sha256" not in record.headers
+        assert record.headers["x-amz-content-sha256"] == record.sha256
+    assert object_sha256(s3, bucket, "k") == digest
+
+
+def test_checksum_option_overrides_environment(tls_engine, tls_proxy, s3, bucket,
+                                               tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"checksum option")
+
+    put = tls_engine.run("put", "--checksum", "auto", src, f"s3://{bucket}/k",
+                         env={"MFMODAL_S3_CHECKSUM": "md5"})
+
+    assert put.returncode == 0, put.stderr
+    (record,) = tls_proxy.find("PutObject")
+    assert record.headers["x-amz-checksum-crc32"] == record.crc32_b64
+    assert "content-md5" not in record.headers
 
 
 def test_md5_checksum_option(proxied_engine, proxy, s3, bucket, tmp_path):
@@ -231,6 +325,7 @@ def test_md5_checksum_option(proxied_engine, proxy, s3, bucket, tmp_path):
     for record in parts:
         assert record.headers["content-md5"] == record.md5_b64
         assert "x-amz-checksum-crc32" not in record.headers
+        assert "x-amz-checksum-sha256" not in record.headers
     assert "x-amz-checksum-algorithm" not in proxy.find("CreateMultipartUpload")[0].headers
 
 

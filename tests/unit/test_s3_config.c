@@ -319,7 +319,7 @@ START_TEST(test_upload_options_env)
 	s3_upload_options_default(&opts);
 	ck_assert_uint_eq(opts.part_size, S3_DEFAULT_PART_SIZE);
 	ck_assert_uint_eq(opts.parallelism, S3_DEFAULT_PARALLELISM);
-	ck_assert_int_eq(opts.checksum, S3_CHECKSUM_CRC32);
+	ck_assert_int_eq(opts.checksum, S3_CHECKSUM_AUTO);
 	setenv("MFMODAL_S3_PART_SIZE", "32", 1);
 	setenv("MFMODAL_S3_PARALLEL", "3", 1);
 	setenv("MFMODAL_S3_CHECKSUM", "MD5", 1);
@@ -327,6 +327,12 @@ START_TEST(test_upload_options_env)
 	ck_assert_uint_eq(opts.part_size, 32 * MIB);
 	ck_assert_uint_eq(opts.parallelism, 3);
 	ck_assert_int_eq(opts.checksum, S3_CHECKSUM_MD5);
+	setenv("MFMODAL_S3_CHECKSUM", "sha256", 1);
+	ck_assert_int_eq(s3_upload_options_from_env(&opts, err, sizeof(err)), 0);
+	ck_assert_int_eq(opts.checksum, S3_CHECKSUM_SHA256);
+	setenv("MFMODAL_S3_CHECKSUM", "auto", 1);
+	ck_assert_int_eq(s3_upload_options_from_env(&opts, err, sizeof(err)), 0);
+	ck_assert_int_eq(opts.checksum, S3_CHECKSUM_AUTO);
 
 	setenv("MFMODAL_S3_PART_SIZE", "4", 1);
 	ck_assert_int_eq(s3_upload_options_from_env(&opts, err, sizeof(err)),
