@@ -12,12 +12,20 @@ clients alternate, and the table shows the median of --runs uploads each.
 --tls adds the same comparison over HTTPS (moto with a test certificate);
 --sweep measures the engine alone over part sizes and parallelism, which is
 how its defaults were chosen (see doc/benchmarks.md).
+
+Each table ends with two "floor" rows: children that do only the work S3
+requires of every client, with no HTTP or S3 at all.  The first hashes the
+file (SHA-256 for the SigV4 payload hash over plain HTTP, CRC32 for the part
+checksum over HTTPS).  The second also sends the file once over loopback
+TCP, or TLS, to a sink that discards it.
 """
 
 import argparse
 import os
 import random
 import socket
+import ssl
+import threading
 import statistics
 import subprocess
 import sys
@@ -34,6 +42,67 @@ s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
 if sys.argv[2] != "-":
     s3.upload_file(sys.argv[2], "bench", sys.argv[3])
 """
+
+FLOOR_SEND = """
+import hashlib, socket, ssl, sys, zlib
+path, port, ca_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with open(path, "rb") as f:
+    if ca_file:
+        crc = 0
+        while chunk := f.read(1 << 20):
+            crc = zlib.crc32(chunk, crc)
+    else:
+        digest = hashlib.file_digest(f, "sha256")
+if port == 0:
+    sys.exit(0)
+sock = socket.create_connection(("127.0.0.1", port))
+with open(path, "rb") as f:
+    if ca_file:
+        ctx = ssl.create_default_context(cafile=ca_file)
+        sock = ctx.wrap_socket(sock, server_hostname="127.0.0.1")
+        while chunk := f.read(1 << 20):
+            sock.sendall(chunk)
+    else:
+        sock.sendfile(f)
+sock.close()
+"""
+
+
+class Sink:
+    """A loopback server that reads and discards what each connection
+    sends, over TLS when given a certificate."""
+
+    def __init__(self, tls_files=None):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.ctx = None
+        if tls_files:
+            self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.ctx.load_cert_chain(*tls_files)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            conn, _ = self.server.accept()
+            if self.ctx:
+                conn = self.ctx.wrap_socket(conn, server_side=True)
+            buf = bytearray(1 << 20)
+            with conn:
+                while conn.recv_into(buf):
+                    pass
+
+
+def floor(args, path, tls_files, ca_file):
+    """Run --runs floor children of each kind; return two lists of
+    (wall, CPU, RSS) rows: hashing only, then hashing and sending."""
+    sink = Sink(tls_files)
+    hash_rows, send_rows = [], []
+    for _ in range(args.runs):
+        for port, rows in ((0, hash_rows), (sink.port, send_rows)):
+            rows.append(run_child([args.python, "-c", FLOOR_SEND, path, str(port),
+                                   ca_file or ""], dict(os.environ)))
+    sink.server.close()
+    return hash_rows, send_rows
 
 
 def free_port():
@@ -133,7 +202,7 @@ def median(rows, index):
     return statistics.median(row[index] for row in rows)
 
 
-def print_table(title, results, startup, size):
+def print_table(title, results, startup, size, floor_rows):
     gib = size / (1024 * MIB)
     print(f"\n{title} (median of {len(results['engine'])} runs)\n")
     print("| client | wall (s) | CPU user+sys (s) | CPU per GiB (s) | peak RSS (MiB) |")
@@ -146,8 +215,15 @@ def print_table(title, results, startup, size):
     print(f"| engine / boto3 | {median(e, 0) / median(b, 0):.2f} | "
           f"{median(e, 1) / median(b, 1):.2f} | {median(e, 1) / median(b, 1):.2f} | "
           f"{median(e, 2) / median(b, 2):.2f} |")
+    for label, rows in zip(("floor: hash only", "floor: hash + send"), floor_rows):
+        print(f"| {label} | {median(rows, 0):.2f} | {median(rows, 1):.2f} | "
+              f"{median(rows, 1) / gib:.2f} | {median(rows, 2):.0f} |")
+        print(f"| {label} / boto3 | | "
+              f"{median(rows, 1) / median(b, 1):.2f} | | |")
     print(f"\nboto3's figures include starting Python and importing boto3, which "
-          f"alone took {startup[1]:.2f} s CPU and {startup[2]:.0f} MiB here.")
+          f"alone took {startup[1]:.2f} s CPU and {startup[2]:.0f} MiB here.  The "
+          f"floor's include starting Python without boto3.  A quarter of "
+          f"boto3's CPU, the target, is {median(b, 1) / 4:.2f} s.")
 
 
 def sweep(args, endpoint, path):
@@ -195,8 +271,9 @@ def main():
                 sweep(args, endpoint, path)
             else:
                 results, startup = compare(args, endpoint, None, path)
-                print_table("Plain HTTP (engine: SHA-256 payload hash + CRC32)",
-                            results, startup, size)
+                print_table("Plain HTTP (engine: SHA-256 payload hash, reused "
+                            "as the part checksum)", results, startup, size,
+                            floor(args, path, None, None))
         finally:
             proc.terminate()
             proc.wait()
@@ -214,7 +291,8 @@ def main():
             try:
                 results, startup = compare(args, endpoint, ca_file, path)
                 print_table("HTTPS (engine: UNSIGNED-PAYLOAD + CRC32)", results,
-                            startup, size)
+                            startup, size,
+                            floor(args, path, (cert_file, key_file), ca_file))
             finally:
                 proc.terminate()
                 proc.wait()
