@@ -117,8 +117,8 @@ def main():
         finally:
             emu.stop()
 
-        # A fresh emulator: after the fan-out its state holds every sandbox,
-        # and each call costs it more.
+        # A fresh emulator, because after the fan-out its state contains every
+        # sandbox and each call costs it more.
         emu = EmulatorProcess(os.path.join(workdir, "emulator-launch"),
                               extra_args=["--log-level", "warning"]).start()
         try:

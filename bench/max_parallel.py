@@ -4,7 +4,7 @@
         [--jobs 200] [--lines 1000] [--values 16,32,64,128] [--create-delay 0]
 
 Each value gets a fresh emulator.  --create-delay makes the emulator wait
-that many seconds before it answers each SandboxCreate (its delay fault).
+that many seconds before it responds to each SandboxCreate (its delay fault).
 That stands in for the time a remote platform takes to schedule a sandbox,
 which local processes do not need.  Prints the wall time, the engine's CPU seconds and its peak RSS
 (from GNU time) for each value."""
@@ -55,7 +55,7 @@ def main():
     parser.add_argument("--values", default="16,32,64,128",
                         help="comma-separated --max-parallel values")
     parser.add_argument("--create-delay", type=float, default=0.0,
-                        help="seconds the emulator waits before answering each SandboxCreate")
+                        help="seconds the emulator waits before responding to each SandboxCreate")
     args = parser.parse_args()
 
     values = [int(v) for v in args.values.split(",")]

@@ -84,7 +84,7 @@ struct grpc_call {
 	int have_local_error;
 
 	/* The attempt's deadline while one runs, else the wait before the
-	 * next attempt (retry_pending); one event serves both. */
+	 * next attempt (retry_pending).  One event serves both. */
 	struct event *timer;
 	int retry_pending;
 	TAILQ_ENTRY(grpc_call) link;

@@ -59,8 +59,8 @@ void h2_headers_addf(struct h2_headers *h, const char *name, const char *fmt,
 
 /* Callbacks of one request.  None is called after h2stream_cancel(). */
 struct h2stream_ops {
-	/* Fill in the request headers; called when the stream is submitted
-	 * to a connection, which may be some time after h2channel_submit(). */
+	/* Fill in the request headers.  Called when the stream is submitted to
+	 * a connection, which may be some time after h2channel_submit(). */
 	void (*headers)(void *arg, struct h2_headers *h);
 	void (*on_header)(void *arg, enum h2_block block, const uint8_t *name,
 			  size_t namelen, const uint8_t *value, size_t valuelen);

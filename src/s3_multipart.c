@@ -293,17 +293,28 @@ upload_start_verify(struct s3_upload *up)
 /* Single PutObject. */
 
 /* S3 returns the CRC32 or SHA-256 it computed.  A different value means the
- * body was damaged on the way even though the server accepted it. */
+ * body was damaged on the way even though the server accepted it.  Returns 1
+ * with the error in message when they differ; detail may be NULL. */
 static int
 checksum_echo_differs(const struct s3_upload *up, const struct s3_resp *resp,
-		      const char *sent)
+		      const char *operation, const char *detail, char *message,
+		      size_t len)
 {
+	const char *algorithm = s3_checksum_algorithm(up->opts.checksum);
+	const char *sent = resp->checksum_value;
 	const char *echo;
 
-	if (s3_checksum_algorithm(up->opts.checksum) == NULL || sent[0] == '\0')
+	if (algorithm == NULL || sent[0] == '\0')
 		return 0;
 	echo = s3_resp_header(resp, s3_checksum_header(up->opts.checksum));
-	return echo != NULL && strcmp(echo, sent) != 0;
+	if (echo == NULL || strcmp(echo, sent) == 0)
+		return 0;
+	snprintf(message, len,
+		 "%s s3://%s/%s%s%s%s: the server's %s %s differs from the file's %s",
+		 operation, up->bucket, up->key, detail != NULL ? " (" : "",
+		 detail != NULL ? detail : "", detail != NULL ? ")" : "",
+		 algorithm, echo, sent);
+	return 1;
 }
 
 static void
@@ -319,13 +330,8 @@ put_done(void *arg, const struct s3_error *err, const struct s3_resp *resp)
 		upload_finish(up);
 		return;
 	}
-	if (checksum_echo_differs(up, resp, resp->checksum_value)) {
-		snprintf(message, sizeof(message),
-			 "PutObject s3://%s/%s: the server's %s %s differs from "
-			 "the file's %s",
-			 up->bucket, up->key, s3_checksum_algorithm(up->opts.checksum),
-			 s3_resp_header(resp, s3_checksum_header(up->opts.checksum)),
-			 resp->checksum_value);
+	if (checksum_echo_differs(up, resp, "PutObject", NULL, message,
+				  sizeof(message))) {
 		upload_record_failure(up, ENGINE_ERR_PROTOCOL, message);
 		upload_finish(up);
 		return;
@@ -605,14 +611,8 @@ part_done(void *arg, const struct s3_error *err, const struct s3_resp *resp)
 		upload_fail(up);
 		return;
 	}
-	if (checksum_echo_differs(up, resp, resp->checksum_value)) {
-		snprintf(message, sizeof(message),
-			 "UploadPart s3://%s/%s (%s): the server's %s %s differs "
-			 "from the file's %s",
-			 up->bucket, up->key, part->detail,
-			 s3_checksum_algorithm(up->opts.checksum),
-			 s3_resp_header(resp, s3_checksum_header(up->opts.checksum)),
-			 resp->checksum_value);
+	if (checksum_echo_differs(up, resp, "UploadPart", part->detail, message,
+				  sizeof(message))) {
 		upload_record_failure(up, ENGINE_ERR_PROTOCOL, message);
 		upload_fail(up);
 		return;
